@@ -1,0 +1,5 @@
+import sys
+
+from sepconv.cli import main
+
+sys.exit(main())
