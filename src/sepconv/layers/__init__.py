@@ -1,0 +1,22 @@
+"""Depthwise separable layers for Keras 3 (TensorFlow, JAX and PyTorch)."""
+
+from sepconv.layers import presets
+from sepconv.layers._base import BaseDepthwiseSeparableConv
+from sepconv.layers.depthwise import DepthwiseConv3D
+from sepconv.layers.presets import from_preset, preset_names
+from sepconv.layers.separable import (
+    DepthwiseSeparableConv1D,
+    DepthwiseSeparableConv2D,
+    DepthwiseSeparableConv3D,
+)
+
+__all__ = [
+    "BaseDepthwiseSeparableConv",
+    "DepthwiseConv3D",
+    "DepthwiseSeparableConv1D",
+    "DepthwiseSeparableConv2D",
+    "DepthwiseSeparableConv3D",
+    "from_preset",
+    "preset_names",
+    "presets",
+]

@@ -1,0 +1,247 @@
+"""The private base of sepconv's depthwise separable layers.
+
+A depthwise separable convolution (Sifre 2014; Chollet 2017, Xception;
+Howard et al. 2017, MobileNets) is a per-channel spatial convolution
+(`depth_multiplier` filters per input channel) followed by a 1x1 pointwise
+convolution that mixes channels. This layer computes
+
+    x = depthwise(x) [+ depthwise_bias] -> depthwise_norm -> depthwise_activation
+    x = pointwise(x) [+ bias]           -> norm           -> activation
+
+Defaults reproduce Keras' `SeparableConv*D` (no depthwise bias, nothing in
+between); see `sepconv.layers.presets` for the tutorial, MobileNet and
+Xception arrangements.
+"""
+
+import keras
+from keras import ops
+
+from sepconv import _validation, kernels
+
+_NORMALIZATIONS = (None, "batch")
+
+
+def _normalization(kind, axis, name):
+    if kind is None:
+        return None
+    return keras.layers.BatchNormalization(axis=axis, name=name)
+
+
+class BaseDepthwiseSeparableConv(keras.layers.Layer):
+    """Depthwise step, optional middle normalization/activation, pointwise step.
+
+    Args:
+        rank: number of spatial dimensions (1, 2 or 3).
+        filters: output channels of the pointwise step.
+        kernel_size: depthwise window, an int or a tuple of `rank` ints.
+        strides: depthwise strides.
+        padding: "valid", "same" or (rank 1 only) "causal".
+        data_format: "channels_last" or "channels_first"; default
+            `keras.config.image_data_format()`.
+        dilation_rate: depthwise dilation.
+        depth_multiplier: depthwise filters per input channel.
+        activation: applied after the pointwise step (and `normalization`).
+        use_bias: bias after the pointwise step.
+        depthwise_use_bias: bias after the depthwise step (Keras has none).
+        depthwise_activation: activation between the two steps.
+        depthwise_normalization: None or "batch", between the two steps.
+        normalization: None or "batch", after the pointwise step.
+        *_initializer, *_regularizer, *_constraint: as in Keras.
+    """
+
+    def __init__(
+        self,
+        rank,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        depth_multiplier=1,
+        activation=None,
+        use_bias=True,
+        depthwise_use_bias=False,
+        depthwise_activation=None,
+        depthwise_normalization=None,
+        normalization=None,
+        depthwise_initializer="glorot_uniform",
+        pointwise_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        depthwise_regularizer=None,
+        pointwise_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        depthwise_constraint=None,
+        pointwise_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.rank = rank
+        self.filters = _validation.positive_int(filters, "filters")
+        self.kernel_size = _validation.int_tuple(kernel_size, rank, "kernel_size")
+        self.strides = _validation.int_tuple(strides, rank, "strides")
+        self.padding = _validation.padding(padding, rank)
+        self.data_format = _validation.data_format(data_format)
+        self.dilation_rate = _validation.int_tuple(dilation_rate, rank, "dilation_rate")
+        self.depth_multiplier = _validation.positive_int(depth_multiplier, "depth_multiplier")
+        self.use_bias = bool(use_bias)
+        self.depthwise_use_bias = bool(depthwise_use_bias)
+        self.depthwise_normalization = _validation.choice(
+            depthwise_normalization, _NORMALIZATIONS, "depthwise_normalization"
+        )
+        self.normalization = _validation.choice(normalization, _NORMALIZATIONS, "normalization")
+        self.activation = keras.activations.get(activation)
+        self.depthwise_activation = keras.activations.get(depthwise_activation)
+        self.depthwise_initializer = keras.initializers.get(depthwise_initializer)
+        self.pointwise_initializer = keras.initializers.get(pointwise_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.depthwise_regularizer = keras.regularizers.get(depthwise_regularizer)
+        self.pointwise_regularizer = keras.regularizers.get(pointwise_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.depthwise_constraint = keras.constraints.get(depthwise_constraint)
+        self.pointwise_constraint = keras.constraints.get(pointwise_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.input_spec = keras.layers.InputSpec(min_ndim=rank + 2)
+
+        axis = -1 if self.data_format == "channels_last" else 1
+        self.depthwise_norm = _normalization(self.depthwise_normalization, axis, "depthwise_norm")
+        self.norm = _normalization(self.normalization, axis, "norm")
+
+    @property
+    def _channel_axis(self):
+        return -1 if self.data_format == "channels_last" else 1
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != self.rank + 2:
+            raise ValueError(
+                f"{self.__class__.__name__} expects inputs of rank {self.rank + 2} "
+                f"(batch, {self.rank} spatial, channels). Received: input_shape={input_shape}"
+            )
+        channels = input_shape[self._channel_axis]
+        if channels is None:
+            raise ValueError(
+                f"The channel dimension of the inputs to {self.__class__.__name__} must be defined. "
+                f"Received: input_shape={input_shape}"
+            )
+        self.input_spec = keras.layers.InputSpec(ndim=self.rank + 2, axes={self._channel_axis: channels})
+        middle = channels * self.depth_multiplier
+        self.depthwise_kernel = self.add_weight(
+            name="depthwise_kernel",
+            shape=self.kernel_size + (channels, self.depth_multiplier),
+            initializer=self.depthwise_initializer,
+            regularizer=self.depthwise_regularizer,
+            constraint=self.depthwise_constraint,
+        )
+        self.depthwise_bias = None
+        if self.depthwise_use_bias:
+            self.depthwise_bias = self.add_weight(
+                name="depthwise_bias",
+                shape=(middle,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        self.pointwise_kernel = self.add_weight(
+            name="pointwise_kernel",
+            shape=(1,) * self.rank + (middle, self.filters),
+            initializer=self.pointwise_initializer,
+            regularizer=self.pointwise_regularizer,
+            constraint=self.pointwise_constraint,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self.filters,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        middle_shape = list(self._depthwise_output_shape(input_shape))
+        if self.depthwise_norm is not None:
+            self.depthwise_norm.build(tuple(middle_shape))
+        if self.norm is not None:
+            middle_shape[self._channel_axis] = self.filters
+            self.norm.build(tuple(middle_shape))
+
+    def _causal_pad(self, x):
+        left = (self.kernel_size[0] - 1) * self.dilation_rate[0]
+        pads = [(0, 0), (left, 0), (0, 0)] if self.data_format == "channels_last" else [(0, 0), (0, 0), (left, 0)]
+        return ops.pad(x, pads)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        padding = self.padding
+        if padding == "causal":
+            x = self._causal_pad(x)
+            padding = "valid"
+        x = kernels.depthwise_conv(x, self.depthwise_kernel, self.strides, padding, self.data_format, self.dilation_rate)
+        if self.depthwise_bias is not None:
+            x = kernels.add_bias(x, self.depthwise_bias, self.data_format)
+        if self.depthwise_norm is not None:
+            x = self.depthwise_norm(x, training=training)
+        if self.depthwise_activation is not None:
+            x = self.depthwise_activation(x)
+        x = kernels.pointwise_conv(x, self.pointwise_kernel, self.data_format)
+        if self.bias is not None:
+            x = kernels.add_bias(x, self.bias, self.data_format)
+        if self.norm is not None:
+            x = self.norm(x, training=training)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
+    def _depthwise_output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if self.data_format == "channels_last":
+            spatial, channels = input_shape[1:-1], input_shape[-1]
+        else:
+            spatial, channels = input_shape[2:], input_shape[1]
+        padding = "same" if self.padding == "causal" else self.padding
+        out = tuple(
+            kernels.output_length(n, k, s, d, padding)
+            for n, k, s, d in zip(spatial, self.kernel_size, self.strides, self.dilation_rate)
+        )
+        middle = None if channels is None else channels * self.depth_multiplier
+        if self.data_format == "channels_last":
+            return (input_shape[0],) + out + (middle,)
+        return (input_shape[0], middle) + out
+
+    def compute_output_shape(self, input_shape):
+        shape = list(self._depthwise_output_shape(input_shape))
+        shape[self._channel_axis] = self.filters
+        return tuple(shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "padding": self.padding,
+                "data_format": self.data_format,
+                "dilation_rate": self.dilation_rate,
+                "depth_multiplier": self.depth_multiplier,
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "depthwise_use_bias": self.depthwise_use_bias,
+                "depthwise_activation": keras.activations.serialize(self.depthwise_activation),
+                "depthwise_normalization": self.depthwise_normalization,
+                "normalization": self.normalization,
+                "depthwise_initializer": keras.initializers.serialize(self.depthwise_initializer),
+                "pointwise_initializer": keras.initializers.serialize(self.pointwise_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "depthwise_regularizer": keras.regularizers.serialize(self.depthwise_regularizer),
+                "pointwise_regularizer": keras.regularizers.serialize(self.pointwise_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
+                "depthwise_constraint": keras.constraints.serialize(self.depthwise_constraint),
+                "pointwise_constraint": keras.constraints.serialize(self.pointwise_constraint),
+                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+            }
+        )
+        return config
