@@ -75,10 +75,7 @@ def _symbolic_spec(tensor, batch_size, path):
     if shape and shape[0] is None:
         shape[0] = batch_size
     if any(dim is None for dim in shape):
-        raise UnknownShapeError(
-            f"Layer '{path}' has a tensor of unknown shape; pass input_shape to trace "
-            f"the model on concrete inputs. Received: shape={tuple(tensor.shape)}"
-        )
+        raise UnknownShapeError(f"layer '{path}' has a tensor of shape {tuple(tensor.shape)}")
     return tuple(shape), keras.backend.standardize_dtype(tensor.dtype)
 
 

@@ -7,11 +7,12 @@ count 0 MACs. A layer this module does not recognise gets `None` ("not
 counted"), never a silent 0. Shapes include the batch dimension.
 
 Layers are recognised by type (Keras `Dense`, `EinsumDense`, `Conv1D/2D/3D`,
-`Conv1D/2D/3DTranspose`) or by duck typing: any layer with a
-`depthwise_kernel` and a `pointwise_kernel` is a depthwise separable
-convolution, any layer with a `depthwise_kernel` alone a depthwise
-convolution (Keras `SeparableConv*`/`DepthwiseConv*` and sepconv's own layers
-alike).
+`DepthwiseConv1D/2D`, `Conv1D/2D/3DTranspose`) or by duck typing: any layer
+with a `depthwise_kernel` and a `pointwise_kernel` is a depthwise separable
+convolution (Keras `SeparableConv1D/2D` and sepconv's own layers alike), any
+layer with a `depthwise_kernel` alone a depthwise convolution (sepconv's
+`DepthwiseConv3D`). Depthwise kernels have shape
+``kernel_size + (in_channels, depth_multiplier)``.
 """
 
 import math
@@ -55,6 +56,7 @@ _ZERO_MAC_OPS = frozenset(
 )
 
 _CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_KERAS_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 _CONV_TRANSPOSES = (
     keras.layers.Conv1DTranspose,
     keras.layers.Conv2DTranspose,
@@ -63,7 +65,7 @@ _CONV_TRANSPOSES = (
 
 
 def _is_depthwise(layer):
-    return hasattr(layer, "depthwise_kernel")
+    return hasattr(layer, "depthwise_kernel") or isinstance(layer, _KERAS_DEPTHWISE)
 
 
 def _is_keras_op(operation):
@@ -115,7 +117,8 @@ def call_macs(layer, input_shapes, output_shapes):
     input_shape, output_shape = tuple(input_shapes[0]), tuple(output_shapes[0])
     data_format = getattr(layer, "data_format", "channels_last")
     if _is_depthwise(layer):
-        depthwise = tuple(layer.depthwise_kernel.shape)  # kernel_size + (in, multiplier)
+        kernel = layer.kernel if isinstance(layer, _KERAS_DEPTHWISE) else layer.depthwise_kernel
+        depthwise = tuple(kernel.shape)  # kernel_size + (in, multiplier)
         kernel, (in_channels, multiplier) = depthwise[:-2], depthwise[-2:]
         batch, spatial, _ = _spatial_and_channels(output_shape, data_format)
         macs = _formulas.depthwise_macs(in_channels, kernel, spatial, multiplier)

@@ -1,17 +1,24 @@
 """The `sepconv` command line.
 
-Each sub-command lives in its own module exposing ``add_parser(subparsers)``
-(which sets ``func`` on its parser) so this file only wires them together.
+Each sub-command lives in its own module ``sepconv/cli/_<command>.py``
+exposing ``add_parser(subparsers)`` (which sets ``func`` on its parser); this
+file discovers and wires them together.
 User errors (``ValueError``, ``TypeError``, ``FileNotFoundError``) become one
 line on stderr and exit code 2; ``--debug`` shows the traceback instead.
 """
 
 import argparse
 import importlib
+import pkgutil
 import sys
 
-# Sub-command modules, in the order `sepconv --help` lists them.
-_COMMANDS = ("count", "summary")
+# The order `sepconv --help` lists the commands in; others follow by name.
+_ORDER = ("count", "summary", "train", "compare", "convert", "bench")
+
+
+def _command_modules():
+    names = [m.name[1:] for m in pkgutil.iter_modules(__path__) if m.name.startswith("_")]
+    return sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
 
 
 class UsageError(ValueError):
@@ -26,7 +33,7 @@ def build_parser():
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name in _COMMANDS:
+    for name in _command_modules():
         module = importlib.import_module(f"sepconv.cli._{name}")
         module.add_parser(subparsers)
     return parser

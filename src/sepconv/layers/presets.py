@@ -64,7 +64,7 @@ def preset_names():
     return tuple(_PRESETS)
 
 
-def from_preset(name, filters, kernel_size, **kwargs):
-    """Build the layer arrangement `name` (one of `preset_names()`)."""
-    _validation.choice(name, tuple(_PRESETS), "preset")
-    return _PRESETS[name](filters, kernel_size, **kwargs)
+def from_preset(preset, filters, kernel_size, **kwargs):
+    """Build the layer arrangement `preset` (one of `preset_names()`)."""
+    _validation.choice(preset, tuple(_PRESETS), "preset")
+    return _PRESETS[preset](filters, kernel_size, **kwargs)

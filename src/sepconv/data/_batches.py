@@ -1,0 +1,138 @@
+"""`Batches`: shuffled, augmented, normalized mini-batches as a Keras `PyDataset`."""
+
+import math
+import numbers
+
+import keras
+import numpy as np
+
+from sepconv._validation import choice, positive_int
+
+# Per-channel (R, G, B) mean and standard deviation of the 50,000 official CIFAR-10
+# training images, pixel values scaled to [0, 1], the deviation taken over all pixels of
+# a channel. (The often-copied 0.2023, 0.1994, 0.2010 average per-image deviations
+# instead.) The JPEG copy in shared/data differs from these by under 0.02.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+_PAD = 4
+
+
+class Batches(keras.utils.PyDataset):
+    """Mini-batches `(float32 images, int64 labels)` from uint8 image arrays.
+
+    Each epoch visits every image once, in an order drawn from `(seed, epoch)`; the last
+    partial batch is included. With `augment=True` each image is randomly cropped from
+    its copy zero-padded by 4 pixels per side and flipped left-right with probability
+    1/2, drawn from `(seed, epoch, batch index)`. Same arguments, same batches, on any
+    backend and in any access order, so two models compared see identical data.
+
+    `on_epoch_end()` (called by `fit`) moves to the next epoch's order. Keras's `fit`
+    also shuffles the order of batches of a `PyDataset` with Python's `random` unless it
+    is called with `shuffle=False`; pass that (or seed Python's `random`) to keep the
+    batch order reproducible.
+
+    Args:
+        x: uint8 images `(n, height, width, channels)`.
+        y: labels `(n,)`.
+        batch_size: images per batch.
+        shuffle: draw a new order each epoch; False keeps the given order.
+        augment: random crop with 4-pixel zero padding and horizontal flip.
+        seed: non-negative int fixing order and augmentation.
+        normalize: True standardizes each channel with `CIFAR10_MEAN` and `CIFAR10_STD`
+            (padding pixels become `-mean / std`); False only scales pixels to [0, 1].
+        data_format: "channels_last" yields NHWC, "channels_first" NCHW.
+        **kwargs: `workers`, `use_multiprocessing`, `max_queue_size` of `PyDataset`.
+    """
+
+    def __init__(
+        self,
+        x,
+        y,
+        *,
+        batch_size=128,
+        shuffle=True,
+        augment=False,
+        seed=0,
+        normalize=True,
+        data_format="channels_last",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        x, y = np.asarray(x), np.asarray(y)
+        if x.dtype != np.uint8 or x.ndim != 4:
+            raise ValueError(
+                f"x must be uint8 images of shape (n, height, width, channels). "
+                f"Received: x.dtype={x.dtype}, x.shape={x.shape}"
+            )
+        if y.ndim != 1 or len(y) != len(x):
+            raise ValueError(f"y must be one label per image of x ({len(x)}). Received: y.shape={y.shape}")
+        if len(x) == 0:
+            raise ValueError(f"x must hold at least one image. Received: x.shape={x.shape}")
+        if normalize and x.shape[-1] != len(CIFAR10_MEAN):
+            raise ValueError(
+                f"normalize=True needs 3-channel (RGB) images in NHWC layout. Received: x.shape={x.shape}"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int. Received: seed={seed!r}")
+        self.x, self.y = x, y
+        self.batch_size = positive_int(batch_size, "batch_size")
+        self.shuffle = bool(shuffle)
+        self.augment = bool(augment)
+        self.seed = int(seed)
+        self.normalize = bool(normalize)
+        self.data_format = choice(data_format, ("channels_last", "channels_first"), "data_format")
+        if self.normalize:
+            std = np.asarray(CIFAR10_STD, dtype=np.float64)
+            self._scale = (1.0 / (255.0 * std)).astype(np.float32)
+            self._shift = (-np.asarray(CIFAR10_MEAN) / std).astype(np.float32)
+        else:
+            self._scale, self._shift = np.float32(1.0 / 255.0), np.float32(0.0)
+        self.epoch = 0
+        self._order = self._epoch_order()
+
+    def __len__(self):
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch index out of range [0, {len(self)}). Received: index={index}")
+        rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        images = self.x[rows]
+        if self.augment:
+            images = random_crop_flip(images, np.random.default_rng((self.seed, self.epoch, index)))
+        images = images.astype(np.float32) * self._scale + self._shift
+        if self.data_format == "channels_first":
+            images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+        return images, self.y[rows]
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._order = self._epoch_order()
+
+    def _epoch_order(self):
+        if not self.shuffle:
+            return np.arange(len(self.x))
+        return np.random.default_rng((self.seed, self.epoch)).permutation(len(self.x))
+
+
+def random_crop_flip(images, rng):
+    """Random 4-pixel-padded crops and horizontal flips of uint8 NHWC `images`.
+
+    Draws, in this order, row offsets, column offsets (each uniform in 0..8) and flips
+    (probability 1/2), one per image, then applies `crop_flip`.
+    """
+    n = len(images)
+    rows = rng.integers(0, 2 * _PAD + 1, size=n)
+    cols = rng.integers(0, 2 * _PAD + 1, size=n)
+    flips = rng.random(n) < 0.5
+    return crop_flip(images, rows, cols, flips)
+
+
+def crop_flip(images, rows, cols, flips):
+    """Crops image `i` at `(rows[i], cols[i])` of its zero-padded copy, then flips it if `flips[i]`."""
+    n, height, width, _ = images.shape
+    padded = np.pad(images, ((0, 0), (_PAD, _PAD), (_PAD, _PAD), (0, 0)))
+    r = rows[:, None] + np.arange(height)
+    c = cols[:, None] + np.arange(width)
+    c = np.where(flips[:, None], c[:, ::-1], c)
+    return padded[np.arange(n)[:, None, None], r[:, :, None], c[:, None, :]]

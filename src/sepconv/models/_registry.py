@@ -1,0 +1,35 @@
+"""Model registry: `create_model(name, **kwargs)` and `list_models()`."""
+
+import difflib
+
+_BUILDERS = {}
+
+
+def register_model(name, builder=None, **defaults):
+    """Register `builder` under `name`; `defaults` are bound keyword arguments.
+
+    Usable as a decorator (`@register_model("vgg")`) or a call.
+    """
+
+    def add(function):
+        if name in _BUILDERS:
+            raise ValueError(f"A model named {name!r} is already registered. Received: name={name!r}")
+        _BUILDERS[name] = (function, defaults)
+        return function
+
+    return add if builder is None else add(builder)
+
+
+def list_models():
+    """Names accepted by `create_model`, sorted."""
+    return sorted(_BUILDERS)
+
+
+def create_model(name, **kwargs):
+    """Build the registered model `name`; keyword arguments go to its builder."""
+    if name not in _BUILDERS:
+        close = difflib.get_close_matches(str(name), list_models(), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown model. Known models: {', '.join(list_models())}.{hint} Received: name={name!r}")
+    builder, defaults = _BUILDERS[name]
+    return builder(**{**defaults, **kwargs})
