@@ -179,7 +179,6 @@ def test_mobilenet_preset_order_is_dw_bn_relu_pw_bn_relu(rng):
     x = rng.normal(size=(8, 6, 6, 3)).astype("float32")
     layer = presets.mobilenet(4, 3, padding="same")
     layer.build(x.shape)
-    dw_kernel, pw_kernel = layer.depthwise_kernel.numpy() if hasattr(layer.depthwise_kernel, "numpy") else None, None
     dw_kernel = keras.ops.convert_to_numpy(layer.depthwise_kernel)
     pw_kernel = keras.ops.convert_to_numpy(layer.pointwise_kernel)
     out = keras.ops.convert_to_numpy(layer(x, training=True))

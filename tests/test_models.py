@@ -1,0 +1,72 @@
+"""The model zoo against hand counts and independently built Keras models."""
+
+import keras
+import numpy as np
+import pytest
+
+from sepconv.models import create_model, list_models
+
+
+def tutorial_vgg_by_hand(separable):
+    """The tutorial's model written directly with Keras layers."""
+    conv = keras.layers.SeparableConv2D if separable else keras.layers.Conv2D
+    inputs = keras.Input((32, 32, 3))
+    x = inputs
+    for filters in (64, 128, 256):
+        x = conv(filters, 3, padding="same", activation="relu")(x)
+        x = conv(filters, 3, padding="same", activation="relu")(x)
+        x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+
+def test_tutorial_vgg_parameter_counts():
+    conv = lambda cin, cout: 9 * cin * cout + cout  # noqa: E731
+    sep = lambda cin, cout: 9 * cin + cin * cout + cout  # noqa: E731
+    pairs = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256)]
+    dense = 4 * 4 * 256 * 10 + 10
+    assert sum(conv(a, b) for a, b in pairs) + dense == 1_186_378
+    assert sum(sep(a, b) for a, b in pairs) + dense == 174_821
+    assert create_model("vgg").count_params() == tutorial_vgg_by_hand(False).count_params() == 1_186_378
+    assert create_model("vgg_separable").count_params() == tutorial_vgg_by_hand(True).count_params() == 174_821
+    assert create_model("vgg_keras_separable").count_params() == 174_821
+    # Tutorial layer: one extra depthwise bias per input channel of each layer.
+    assert create_model("vgg_tutorial").count_params() == 174_821 + sum(a for a, _ in pairs)
+
+
+def test_separable_vgg_computes_what_keras_separable_vgg_computes(rng):
+    ours, theirs = create_model("vgg_separable"), tutorial_vgg_by_hand(True)
+    theirs.set_weights([rng.normal(scale=0.1, size=w.shape).astype("float32") for w in theirs.weights])
+    ours.set_weights(theirs.get_weights())
+    x = rng.uniform(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(theirs(x)), rtol=1e-4, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "dsc_resnet", "vgg_mobilenet"])
+def test_zoo_models_run_and_output_probabilities(name, rng):
+    model = create_model(name, num_classes=7)
+    out = keras.ops.convert_to_numpy(model(rng.uniform(size=(2, 32, 32, 3)).astype("float32")))
+    assert out.shape == (2, 7)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_mobilenet_width_multiplier_scales_pointwise_parameters():
+    full, half = create_model("mobilenet_v1"), create_model("mobilenet_v1", alpha=0.5)
+    # Pointwise weights dominate and scale with alpha^2 (MobileNets paper, Sec. 3.3).
+    assert 0.2 < half.count_params() / full.count_params() < 0.3
+
+
+def test_unknown_model_lists_known_ones():
+    with pytest.raises(ValueError, match=r"Known models: .*vgg.* Did you mean vgg_separable.*Received: name='vgg_seprable'"):
+        create_model("vgg_seprable")
+
+
+def test_unknown_conv_type_is_named():
+    with pytest.raises(ValueError, match="conv must be one of .* Received: conv='depthwise'"):
+        create_model("vgg", conv="depthwise")
+
+
+def test_registry_lists_every_builder():
+    assert {"vgg", "vgg_separable", "vgg_keras_separable", "vgg_tutorial", "vgg_mobilenet", "mobilenet_v1", "dsc_resnet"} <= set(list_models())
