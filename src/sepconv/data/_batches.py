@@ -11,7 +11,7 @@ from sepconv._validation import choice, positive_int
 # Per-channel (R, G, B) mean and standard deviation of the 50,000 official CIFAR-10
 # training images, pixel values scaled to [0, 1], the deviation taken over all pixels of
 # a channel. (The often-copied 0.2023, 0.1994, 0.2010 average per-image deviations
-# instead.) The JPEG copy in shared/data differs from these by under 0.02.
+# instead.) The image-folder JPEG copy gives the same values within 0.002.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 _PAD = 4
@@ -26,7 +26,9 @@ class Batches(keras.utils.PyDataset):
     1/2, drawn from `(seed, epoch, batch index)`. Same arguments, same batches, on any
     backend and in any access order, so two models compared see identical data.
 
-    `on_epoch_end()` (called by `fit`) moves to the next epoch's order. Keras's `fit`
+    `on_epoch_end()` moves to the next epoch. `fit` calls it after each epoch and once
+    before the first (after peeking at one batch), so `fit(epochs=2)` trains on epochs
+    1 and 2; identical calls still give identical data. Keras's `fit`
     also shuffles the order of batches of a `PyDataset` with Python's `random` unless it
     is called with `shuffle=False`; pass that (or seed Python's `random`) to keep the
     batch order reproducible.

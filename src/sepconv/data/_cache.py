@@ -79,6 +79,7 @@ def save(path, **fields):
         return
     try:
         with os.fdopen(handle, "wb") as f:
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; the arrays are public data
             _write(f, fields)
         os.replace(tmp, path)
     except BaseException as err:

@@ -49,9 +49,10 @@ def _decode(data, name, source):
         raise ValueError(
             f"image {name!r} is {image.size[0]}x{image.size[1]}, expected 32x32. Received: source={source!r}"
         )
+    image_format = image.format
     if image.mode != "RGB":
         image = image.convert("RGB")
-    return np.asarray(image), image.format
+    return np.asarray(image), image_format
 
 
 def read_image_folder(tree, prefix, source, bar):
@@ -82,7 +83,8 @@ def read_image_folder(tree, prefix, source, bar):
     arrays = []
     for split in SPLITS:
         names = [n for label in class_names for n in folders[split][label]]
-        labels = np.repeat(np.arange(len(class_names), dtype=np.int64), [len(folders[split][c]) for c in class_names])
+        counts = [len(folders[split][c]) for c in class_names]
+        labels = np.repeat(np.arange(len(class_names), dtype=np.int64), counts)
         x = np.empty((len(names), *_SIZE, 3), dtype=np.uint8)
         task = bar.add_task(f"Decoding {split} images", total=len(names))
         for i, name in enumerate(names):

@@ -34,11 +34,16 @@ class Splits:
             ("validation", self.y_val, self.validation),
             ("test", self.y_test, "the dataset's test set"),
         )
-        lines = [f"{name + ':':<12}{len(y):>6,} images, {_per_class(y, len(self.class_names))}; {note}" for name, y, note in rows]
+        num_classes = len(self.class_names)
+        lines = [
+            f"{name + ':':<12}{len(y):>6,} images, {_per_class(y, num_classes)}; {note}"
+            for name, y, note in rows
+        ]
         return "\n".join(lines + [f"{'source:':<12}{self.source}"])
 
     def __repr__(self):
-        return f"Splits(train={len(self.y_train)}, val={len(self.y_val)}, test={len(self.y_test)}, validation={self.validation!r})"
+        sizes = f"train={len(self.y_train)}, val={len(self.y_val)}, test={len(self.y_test)}"
+        return f"Splits({sizes}, validation={self.validation!r})"
 
 
 def _per_class(y, num_classes):
@@ -70,12 +75,12 @@ def make_splits(data, *, train_size=None, validation="test", seed=0):
     """
     if not isinstance(data, Cifar10):
         raise TypeError(f"data must be a Cifar10 from load_cifar10(). Received: data={type(data).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+    if not _is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative int. Received: seed={seed!r}")
     total = len(data.y_train)
     num_val = _validation_count(validation, total)
     if train_size is not None:
-        if isinstance(train_size, bool) or not isinstance(train_size, numbers.Integral) or train_size < 1:
+        if not _is_int(train_size) or train_size < 1:
             raise ValueError(f"train_size must be a positive int or None. Received: train_size={train_size!r}")
         if train_size > total - num_val:
             raise ValueError(
@@ -114,24 +119,27 @@ def make_splits(data, *, train_size=None, validation="test", seed=0):
     )
 
 
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _validation_count(validation, total):
-    if isinstance(validation, str):
-        if validation != "test":
-            raise ValueError(
-                f"validation must be 'test', a fraction in (0, 1) or a count. Received: validation={validation!r}"
-            )
+    """How many training images `validation` holds out."""
+    if validation == "test":
         return 0
-    if isinstance(validation, numbers.Integral) and not isinstance(validation, bool):
+    if _is_int(validation):
         if not 1 <= validation < total:
             raise ValueError(
-                f"validation count must be in [1, {total}) (the training set size). Received: validation={validation}"
+                f"validation count must be in [1, {total}) (the training set size). "
+                f"Received: validation={validation}"
             )
         return int(validation)
     if isinstance(validation, numbers.Real) and not isinstance(validation, bool):
         count = round(validation * total)
         if not (0 < validation < 1 and 1 <= count < total):
             raise ValueError(
-                f"validation fraction must be in (0, 1) and hold out at least one image. Received: validation={validation}"
+                "validation fraction must be in (0, 1) and hold out at least one image. "
+                f"Received: validation={validation}"
             )
         return count
     raise ValueError(
