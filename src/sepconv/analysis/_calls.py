@@ -6,16 +6,21 @@ Two ways to find them:
   operation graph is one call, with the shapes of its symbolic tensors (the
   unknown batch dimension is filled with `batch_size`). Nested functional or
   sequential models are walked in turn; a shared layer has one node per call.
-* trace (subclassed models, other input shapes, layers built from
-  sub-layers): one eager forward pass on zeros while `keras.layers.Layer`'s
+  For another input shape, symbolic shapes are propagated through the nodes.
+* trace (subclassed models, and layers built from sub-layers inside a
+  graph): one eager forward pass on zeros while `keras.layers.Layer`'s
   `__call__` is temporarily wrapped to record each call; the original is
   restored in `finally`.
 
 The result is a flat list of `Call`s in execution order. A call of a layer
 `counting.is_known` recognises is a leaf (its sub-layer calls, if any, are
-not listed again). An unknown layer that called sub-layers is a container:
-its sub-layer calls are listed under its path, and it appears itself only if
-it owns weights of its own (as a not-counted call).
+not listed again). An unknown layer (or subclassed model) that called
+sub-layers is a container: its sub-layer calls are listed under its path,
+and it gets a not-counted row of its own, which holds the weights it owns
+directly and stands for whatever its `call` computes outside its sub-layers
+(`keras.ops` calls there are invisible). A functional or sequential model
+computes nothing outside its graph, so it gets such a row only if it owns
+weights directly.
 """
 
 import dataclasses
@@ -40,8 +45,8 @@ class Call:
 
     `inputs`/`outputs` are lists of ``(shape, dtype)``; `variables` are the
     weights this call may claim (the first call to claim a variable counts
-    its parameters); `own_weights_only` marks the row of a container, which
-    counts its own weights but no MACs or activation bytes.
+    its parameters); `container` marks the row of a container, which counts
+    the weights it owns directly but no MACs and no activation bytes.
     """
 
     layer: object
@@ -49,7 +54,7 @@ class Call:
     inputs: list
     outputs: list
     variables: list
-    own_weights_only: bool = False
+    container: bool = False
 
 
 def graph_of(layer):
@@ -79,15 +84,6 @@ def _symbolic_spec(tensor, batch_size, path):
     return tuple(shape), keras.backend.standardize_dtype(tensor.dtype)
 
 
-def _same_input_shapes(graph, tensors):
-    if len(graph.inputs) != len(tensors):
-        return False
-    return all(
-        None not in inner.shape[1:] and tuple(inner.shape[1:]) == tuple(outer.shape[1:])
-        for inner, outer in zip(graph.inputs, tensors)
-    )
-
-
 def _is_composite(layer):
     return (
         isinstance(layer, keras.layers.Layer)
@@ -96,47 +92,74 @@ def _is_composite(layer):
     )
 
 
-def graph_calls(graph, batch_size, prefix=""):
-    """Calls of a functional graph, in execution order (nested graphs walked)."""
+def graph_calls(graph, batch_size, inputs=None, prefix=""):
+    """Calls of a functional graph in execution order, nested graphs walked.
+
+    `inputs` are symbolic tensors to feed instead of `graph.inputs` (another
+    input shape); shapes are then propagated node by node with each
+    operation's `compute_output_spec`, which adds no node to the model.
+    Returns `(calls, output tensors)`.
+    """
+    tensors = {id(x): y for x, y in zip(graph.inputs, inputs or graph.inputs)}
     calls = []
     for depth in sorted(graph._nodes_by_depth, reverse=True):
         for node in graph._nodes_by_depth[depth]:
-            operation = node.operation
-            if node.is_input or isinstance(operation, keras.layers.InputLayer):
+            if node.is_input or isinstance(node.operation, keras.layers.InputLayer):
                 continue
-            path = prefix + operation.name
-            inputs = [_symbolic_spec(t, batch_size, path) for t in node.input_tensors]
-            outputs = [_symbolic_spec(t, batch_size, path) for t in node.outputs]
-            inner = graph_of(operation)
-            if inner is not None and _same_input_shapes(inner, node.input_tensors):
-                own = _own_weights(operation)
-                if own:
-                    calls.append(Call(operation, path, inputs, outputs, own, own_weights_only=True))
-                calls.extend(graph_calls(inner, batch_size, prefix=path + "/"))
-            elif inner is not None or _is_composite(operation):
-                calls.extend(_trace_node(node, path, batch_size))
+            path = prefix + node.operation.name
+            node_inputs = [tensors[id(x)] for x in node.input_tensors]
+            if graph_of(node.operation) is not None:
+                node_calls, outputs = _nested_calls(node.operation, node_inputs, batch_size, path)
             else:
-                calls.append(Call(operation, path, inputs, outputs, _weights(operation)))
-    return calls
+                node_calls, outputs = _node_calls(node, node_inputs, tensors, batch_size, path)
+            calls.extend(node_calls)
+            tensors.update((id(old), new) for old, new in zip(node.outputs, outputs))
+    return calls, [tensors[id(x)] for x in graph.outputs]
 
 
-def _trace_node(node, path, batch_size):
+def _nested_calls(model, inputs, batch_size, path):
+    inner = graph_of(model)
+    same = [tuple(x.shape) for x in inner.inputs] == [tuple(x.shape) for x in inputs]
+    calls, outputs = graph_calls(inner, batch_size, None if same else inputs, prefix=path + "/")
+    own = _own_weights(model)
+    if own:
+        specs = [_symbolic_spec(t, batch_size, path) for t in inputs]
+        out_specs = [_symbolic_spec(t, batch_size, path) for t in outputs]
+        calls.insert(0, Call(model, path, specs, out_specs, own, container=True))
+    return calls, outputs
+
+
+def _node_calls(node, inputs, tensors, batch_size, path):
+    operation = node.operation
+    outputs = node.outputs
+    if any(new is not old for new, old in zip(inputs, node.input_tensors)):
+        args, kwargs = node.arguments.fill_in(tensors)
+        if isinstance(operation, keras.layers.Layer) and args:
+            operation._assert_input_compatibility(args[0])
+        outputs = keras.tree.flatten(operation.compute_output_spec(*args, **kwargs))
+    if _is_composite(operation):
+        return _trace_node(node, inputs, path, batch_size), outputs
+    specs = [_symbolic_spec(t, batch_size, path) for t in inputs]
+    out_specs = [_symbolic_spec(t, batch_size, path) for t in outputs]
+    return [Call(operation, path, specs, out_specs, _weights(operation))], outputs
+
+
+def _trace_node(node, node_inputs, path, batch_size):
     values = {}
-    for tensor in node.input_tensors:
-        shape, dtype = _symbolic_spec(tensor, batch_size, path)
-        values[id(tensor)] = keras.ops.zeros(shape, dtype=dtype)
+    for old, new in zip(node.input_tensors, node_inputs):
+        shape, dtype = _symbolic_spec(new, batch_size, path)
+        values[id(old)] = keras.ops.zeros(shape, dtype=dtype)
     args, kwargs = node.arguments.fill_in(values)
     return _record(node.operation, path, args, kwargs)
 
 
-def trace_calls(layer, input_shapes, batch_size, dtype=None):
+def trace_calls(layer, input_shapes, batch_size):
     """Calls made by one eager forward pass of `layer` on zeros.
 
     `input_shapes` is a list of shapes without the batch dimension (one per
-    model input).
+    model input); the zeros have the layer's input dtype.
     """
-    dtype = dtype or layer.input_dtype
-    zeros = [keras.ops.zeros((batch_size,) + tuple(shape), dtype=dtype) for shape in input_shapes]
+    zeros = [keras.ops.zeros((batch_size,) + tuple(shape), dtype=layer.input_dtype) for shape in input_shapes]
     inputs = zeros[0] if len(zeros) == 1 else zeros
     unbuilt = [sub for sub in layer._flatten_layers() if not sub.built]
     if unbuilt:
@@ -213,7 +236,7 @@ def _emit(frame, path, calls):
         calls.append(Call(layer, name, frame.inputs, frame.outputs, _weights(layer)))
         return
     own = _own_weights(layer)
-    if own:
-        calls.append(Call(layer, name, frame.inputs, frame.outputs, own, own_weights_only=True))
+    if own or graph_of(layer) is None:
+        calls.append(Call(layer, name, frame.inputs, frame.outputs, own, container=True))
     for child in frame.children:
         _emit(child, f"{path}/{child.layer.name}" if path else child.layer.name, calls)

@@ -6,9 +6,13 @@ Conventions (also carried by every `ModelProfile` as `convention`):
   bias adds, normalization, activations, pooling and elementwise merges count
   0 (see `sepconv.analysis._counting`). FLOPs = 2 x MACs. A layer that is not
   recognised has `macs=None` and is named in `ModelProfile.not_counted`.
+* A layer made of sub-layers (a custom block, a subclassed model, Keras'
+  `MultiHeadAttention`) has a row per sub-layer call plus its own
+  not-counted row, since `keras.ops` calls in its `call` are not visible.
 * Every call counts: a layer called twice has two rows, each with its MACs.
   Parameters are counted once, on the first row that uses a weight, so the
-  rows add up to `model.count_params()`.
+  rows add up to `model.count_params()` (less any weights no call used,
+  which `ModelProfile.unused_weights` names).
 * Bytes: each call reads its inputs and weights once and writes its outputs
   once (no caching, no fusion), the usual roofline simplification (Williams,
   Waterman & Patterson 2009, "Roofline: an insightful visual performance
@@ -32,7 +36,10 @@ class LayerProfile:
     """One call of one layer (see the module docstring for conventions).
 
     `macs` is `None` when the layer is not recognised. `call_index` is 1 for
-    a layer's first call, 2 for its second and so on.
+    a layer's first call, 2 for its second and so on. `container` marks the
+    row of a layer whose sub-layer calls have rows of their own: it holds the
+    weights the layer owns directly and stands, not counted, for what its
+    `call` computes outside those sub-layers.
     """
 
     name: str
@@ -46,6 +53,7 @@ class LayerProfile:
     activation_bytes_read: int
     activation_bytes_written: int
     weight_bytes: int
+    container: bool = False
 
     @property
     def params(self):
@@ -86,7 +94,8 @@ class ModelProfile:
     `trainable_params`/`non_trainable_params` come from the model's weights
     (so `params == model.count_params()`); `unused_weights` names weights
     that no recorded call used (their parameters are in the totals, in no
-    row). `macs` adds up the counted rows; `not_counted` names the rest.
+    row). `macs` adds up the counted rows; `not_counted` names the rest
+    (layers without a MAC rule, and containers; see `LayerProfile`).
     `method` is "graph" (symbolic shapes of the model graph) or "trace"
     (an eager forward pass on zeros).
     """
@@ -180,48 +189,98 @@ def _check_positive_int(value, name):
 
 
 def _standardize_input_shapes(input_shape):
-    """One shape -> [shape]; a list of shapes stays a list of tuples."""
+    """`None`, one shape or a list of shapes -> `None` or a list of tuples."""
     if input_shape is None:
         return None
-    shapes = input_shape
-    if not isinstance(input_shape, (list, tuple)) or not input_shape:
-        raise ValueError(f"input_shape must be a tuple of positive integers. Received: input_shape={input_shape!r}")
-    if all(isinstance(dim, int) for dim in input_shape):
-        shapes = [input_shape]
-    for shape in shapes:
-        if not isinstance(shape, (list, tuple)) or not shape or not all(
-            isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 for dim in shape
-        ):
-            raise ValueError(
-                "input_shape must be a tuple of positive integers (without the batch "
-                f"dimension), or a list of such tuples. Received: input_shape={input_shape!r}"
-            )
+    is_shape = isinstance(input_shape, (list, tuple)) and all(isinstance(d, int) for d in input_shape)
+    shapes = [input_shape] if is_shape else input_shape
+    if not isinstance(shapes, (list, tuple)) or not shapes or not all(
+        isinstance(shape, (list, tuple))
+        and shape
+        and all(isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 for dim in shape)
+        for shape in shapes
+    ):
+        raise ValueError(
+            "input_shape must be a tuple of positive integers (without the batch dimension), "
+            f"or a list of such tuples. Received: input_shape={input_shape!r}"
+        )
     return [tuple(shape) for shape in shapes]
 
 
-def _collect_calls(model, input_shape, batch_size):
-    input_shapes = _standardize_input_shapes(input_shape)
-    graph = _calls.graph_of(model)
-    if graph is not None:
-        graph_shapes = [tuple(x.shape[1:]) for x in graph.inputs]
-        if input_shapes is None or input_shapes == graph_shapes:
-            try:
-                return "graph", graph_shapes, _calls.graph_calls(graph, batch_size)
-            except _calls.UnknownShapeError as error:
-                raise ValueError(
-                    f"Model '{model.name}' has dimensions other than the batch that are unknown "
-                    f"({error}); pass input_shape to trace it on concrete inputs. "
-                    f"Received: input_shape={input_shape!r}"
-                ) from None
-        dtype = graph.inputs[0].dtype
-    else:
-        dtype = None
-    if input_shapes is None:
+def _symbolic_inputs(model, graph, shapes, input_shape):
+    """Symbolic tensors of `shapes` to feed the graph in place of its inputs."""
+    if len(shapes) != len(graph.inputs):
         raise ValueError(
-            f"Model '{model.name}' has no input shape to profile: pass input_shape "
-            "(without the batch dimension), e.g. input_shape=(32, 32, 3). Received: input_shape=None"
+            f"Model '{model.name}' has {len(graph.inputs)} inputs; input_shape must give one "
+            f"shape per input. Received: input_shape={input_shape!r}"
         )
-    return "trace", input_shapes, _calls.trace_calls(model, input_shapes, batch_size, dtype=dtype)
+    for shape, x in zip(shapes, graph.inputs):
+        if len(shape) != len(x.shape) - 1:
+            raise ValueError(
+                f"input_shape must have the rank of the model's input {tuple(x.shape)} without the "
+                f"batch dimension ({len(x.shape) - 1} dimensions). Received: input_shape={input_shape!r}"
+            )
+    return [keras.KerasTensor((None,) + shape, dtype=x.dtype) for shape, x in zip(shapes, graph.inputs)]
+
+
+def _collect_calls(model, input_shape, batch_size):
+    """`(method, input shapes, calls)`: the graph walk if there is a graph, else a trace."""
+    shapes = _standardize_input_shapes(input_shape)
+    graph = _calls.graph_of(model)
+    if graph is None:
+        if shapes is None:
+            raise ValueError(
+                f"Model '{model.name}' has no input shape to profile: pass input_shape "
+                "(without the batch dimension), e.g. input_shape=(32, 32, 3). Received: input_shape=None"
+            )
+        return "trace", shapes, _calls.trace_calls(model, shapes, batch_size)
+    inputs = None if shapes is None else _symbolic_inputs(model, graph, shapes, input_shape)
+    try:
+        calls, _ = _calls.graph_calls(graph, batch_size, inputs)
+    except _calls.UnknownShapeError as error:
+        raise ValueError(
+            f"Model '{model.name}' has dimensions other than the batch that are unknown "
+            f"({error}); pass input_shape. Received: input_shape={input_shape!r}"
+        ) from None
+    return "graph", shapes or [tuple(x.shape[1:]) for x in graph.inputs], calls
+
+
+def _count(variables):
+    return sum(math.prod(v.shape) for v in variables)
+
+
+def _rows(calls, trainable_ids, dtype_bytes):
+    """One `LayerProfile` per call; each weight counts on the first call using it."""
+    claimed, call_counts, rows = set(), {}, []
+    for call in calls:
+        new = [v for v in call.variables if id(v) not in claimed]
+        claimed.update(id(v) for v in new)
+        call_counts[id(call.layer)] = call_counts.get(id(call.layer), 0) + 1
+        trainable = _count(v for v in new if id(v) in trainable_ids)
+        input_shapes = [shape for shape, _ in call.inputs]
+        output_shapes = [shape for shape, _ in call.outputs]
+        if call.container:  # its own weights; what it computes outside sub-layers is unseen
+            macs, read, written = None, 0, 0
+        else:
+            macs = _counting.call_macs(call.layer, input_shapes, output_shapes)
+            read, written = _tensor_bytes(call.inputs, dtype_bytes), _tensor_bytes(call.outputs, dtype_bytes)
+        rows.append(
+            LayerProfile(
+                name=call.path,
+                class_name=type(call.layer).__name__,
+                call_index=call_counts[id(call.layer)],
+                input_shapes=tuple(input_shapes),
+                output_shapes=tuple(output_shapes),
+                trainable_params=trainable,
+                non_trainable_params=_count(new) - trainable,
+                macs=macs,
+                activation_bytes_read=read,
+                activation_bytes_written=written,
+                weight_bytes=_variable_bytes(call.variables, dtype_bytes),
+                container=call.container,
+            )
+        )
+    return rows, claimed
 
 
 def profile_model(model, input_shape=None, batch_size=1, dtype_bytes=None):
@@ -232,8 +291,9 @@ def profile_model(model, input_shape=None, batch_size=1, dtype_bytes=None):
         input_shape: shape of one sample without the batch dimension, e.g.
             `(32, 32, 3)`, or a list of them for a multi-input model. Needed
             when the model's own shapes are unknown (subclassed, or built with
-            `None` dimensions); a shape other than the model's own makes the
-            profile trace an eager forward pass on zeros of that shape.
+            `None` dimensions). Functional and sequential models are profiled
+            from their graph (shapes propagated symbolically, nothing runs);
+            subclassed models by an eager forward pass on zeros of this shape.
         batch_size: samples per forward pass; fills the batch dimension.
         dtype_bytes: bytes per element for activations and weights; by
             default each tensor's and weight's own dtype size.
@@ -248,44 +308,17 @@ def profile_model(model, input_shape=None, batch_size=1, dtype_bytes=None):
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(f"model must be a Keras model or layer. Received: model={type(model).__name__}")
     method, input_shapes, calls = _collect_calls(model, input_shape, batch_size)
-
     trainable_ids = {id(v) for v in model.trainable_weights}
-    claimed = set()
-    call_counts = {}
-    rows = []
-    for call in calls:
-        new = [v for v in call.variables if id(v) not in claimed]
-        claimed.update(id(v) for v in new)
-        call_counts[id(call.layer)] = call_counts.get(id(call.layer), 0) + 1
-        trainable = sum(math.prod(v.shape) for v in new if id(v) in trainable_ids)
-        input_shapes = [shape for shape, _ in call.inputs]
-        output_shapes = [shape for shape, _ in call.outputs]
-        macs = None if call.own_weights_only else _counting.call_macs(call.layer, input_shapes, output_shapes)
-        moves_activations = not call.own_weights_only
-        rows.append(
-            LayerProfile(
-                name=call.path,
-                class_name=type(call.layer).__name__,
-                call_index=call_counts[id(call.layer)],
-                input_shapes=tuple(input_shapes),
-                output_shapes=tuple(output_shapes),
-                trainable_params=trainable,
-                non_trainable_params=sum(math.prod(v.shape) for v in new) - trainable,
-                macs=macs,
-                activation_bytes_read=_tensor_bytes(call.inputs, dtype_bytes) if moves_activations else 0,
-                activation_bytes_written=_tensor_bytes(call.outputs, dtype_bytes) if moves_activations else 0,
-                weight_bytes=_variable_bytes(call.variables, dtype_bytes),
-            )
-        )
+    rows, claimed = _rows(calls, trainable_ids, dtype_bytes)
     weights = model.weights
-    total_trainable = sum(math.prod(v.shape) for v in weights if id(v) in trainable_ids)
+    trainable = _count(v for v in weights if id(v) in trainable_ids)
     return ModelProfile(
         model_name=model.name,
         method=method,
         batch_size=batch_size,
         input_shapes=tuple(input_shapes),
         layers=tuple(rows),
-        trainable_params=total_trainable,
-        non_trainable_params=sum(math.prod(v.shape) for v in weights) - total_trainable,
+        trainable_params=trainable,
+        non_trainable_params=_count(weights) - trainable,
         unused_weights=tuple(v.path for v in weights if id(v) not in claimed),
     )

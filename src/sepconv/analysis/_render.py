@@ -8,20 +8,19 @@ __all__ = ["format_count", "render_profile"]
 
 
 def format_count(value, unit=""):
-    """Short human form: 568_700_000 -> "568.7M", 1_792 -> "1.79K", None -> "-"."""
+    """Short human form: 568_740_000 -> "568.74M", 1_792 -> "1.79K", None -> "-"."""
     if value is None:
         return "-"
     for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
         if abs(value) >= scale:
-            return f"{value / scale:.4g}{suffix}{unit}"
-    return f"{value:.4g}{unit}" if isinstance(value, float) else f"{value}{unit}"
+            return f"{value / scale:.2f}{suffix}{unit}"
+    return f"{value:.2f}{unit}" if isinstance(value, float) else f"{value}{unit}"
 
 
 def _shape(shapes):
     if not shapes:
         return ""
-    text = ", ".join("(" + ", ".join(str(d) for d in shape) + ")" for shape in shapes)
-    return text
+    return ", ".join("(" + ", ".join(str(d) for d in shape) + ")" for shape in shapes)
 
 
 def _intensity(value):
@@ -68,11 +67,18 @@ def render_profile(profile):
         f"{profile.non_trainable_params:,} non-trainable)",
         f"MACs: {profile.macs:,} ({format_count(profile.macs)}); FLOPs: {profile.flops:,} ({format_count(profile.flops)})",
         f"Convention: {profile.convention}",
+        "Bytes moved: each call reads its inputs and weights and writes its outputs once "
+        "(no cache reuse, no fusion; 1KB = 1000 B); FLOP/B = FLOPs / bytes moved.",
     ]
-    if profile.not_counted:
+    leaves = [row.name for row in profile.layers if row.macs is None and not row.container]
+    containers = [row.name for row in profile.layers if row.container]
+    if leaves:
+        what = "1 call of a layer" if len(leaves) == 1 else f"{len(leaves)} calls of layers"
+        notes.append(f"Not counted ({what} without a MAC rule, excluded from the MAC total): {', '.join(leaves)}")
+    if containers:
         notes.append(
-            f"Not counted ({len(profile.not_counted)} calls of layers without a MAC rule, "
-            f"excluded from the MAC total): {', '.join(profile.not_counted)}"
+            "Not counted (computation outside sub-layers, e.g. keras.ops in call(), is not visible; "
+            f"sub-layers are counted in their own rows): {', '.join(containers)}"
         )
     if profile.unused_weights:
         notes.append(f"Weights used by no call (in the parameter total only): {', '.join(profile.unused_weights)}")
