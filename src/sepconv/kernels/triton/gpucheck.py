@@ -1,0 +1,513 @@
+"""GPU check of the Triton depthwise kernels: correctness matrix and timings.
+
+    python src/sepconv/kernels/triton/gpucheck.py --out DIR      # torch + triton only
+    KERAS_BACKEND=torch python -m sepconv.kernels.triton.gpucheck --out DIR
+    python src/sepconv/kernels/triton/gpucheck.py --out DIR --tiny   # no GPU: interpreter
+
+Correctness: forward, input, kernel and bias gradients of the depthwise
+kernels, and of the fused depthwise -> pointwise kernel, against
+torch.nn.functional.conv2d(groups=C) in float64, over kernel sizes, strides,
+dilations, paddings, multipliers and dtypes; then every launch configuration
+once. These run with one fixed launch configuration (no autotuning).
+
+Timings (autotuned): depthwise 3x3 forward and forward+backward on an
+(N, C, H, W) = (512, 256, 16, 16) tensor in bfloat16 and float32, against
+torch's conv2d(groups=C) in NCHW and channels_last memory, a device copy of
+the same tensor, a dense 3x3 convolution (C -> C) and torch's separable pair
+(grouped conv + 1x1 conv) next to the fused kernel. Each is warmed up, then
+timed with CUDA events; the median of --repeats runs is reported, and ratios
+are taken within this run.
+
+Order: one correctness check of each kind, the timings, then the rest of the
+matrix, so a run cut short (or over --budget-s) still has its timings.
+Every entry is caught on its own (an error is recorded, the run goes on) and
+DIR/gpucheck.json is rewritten after each one, so a cut-off run keeps what
+it finished.
+"""
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+import types
+from pathlib import Path
+
+
+def _import_without_keras():
+    """Run as a file: make `sepconv.kernels.triton` importable without running
+    `sepconv/__init__.py`, which imports Keras (absent on bare GPU images)."""
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    src = here.parents[2]
+    for name, path in (("sepconv", src / "sepconv"), ("sepconv.kernels", src / "sepconv" / "kernels")):
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [str(path)]
+            sys.modules[name] = package
+    sys.path.insert(0, str(src))
+
+
+@dataclasses.dataclass
+class Config:
+    out: str = "gpucheck"
+    tiny: bool = False  # tiny shapes on CPU under TRITON_INTERPRET=1: checks this script, times nothing real
+    batch: int = 512
+    channels: int = 256
+    size: int = 16
+    kernel: int = 3
+    dtypes: tuple = ("bfloat16", "float32")
+    warmup: int = 5
+    repeats: int = 20
+    budget_s: float = 420.0  # checks and timings still pending after this are skipped (and listed)
+    correctness: bool = True
+    benchmarks: bool = True
+    commit: str = None  # recorded as given (a copied tree has no .git); default: git rev-parse HEAD
+
+
+# On max |error| / max(max |reference|, 1); half types round inputs and outputs (8 / 11 bits).
+TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2, "float16": 2e-2}
+
+
+class Report:
+    def __init__(self, config):
+        self.path = Path(config.out) / "gpucheck.json"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.data = {"config": dataclasses.asdict(config), "environment": _environment(config.commit),
+                     "correctness": [], "benchmarks": [], "skipped": [], "ratios": {}}
+        self.write()
+
+    def add(self, section, entry):
+        self.data[section].append(entry)
+        status = entry.get("error") or ("ok" if entry.get("ok", True) else "MISMATCH")
+        shown = {k: v for k, v in entry.items() if k not in ("traceback",)}
+        print(f"[{section}] {status:8.8} {json.dumps(shown)}", flush=True)
+        self.write()
+
+    def skip(self, entry):
+        print(f"[skipped, over budget] {json.dumps(entry)}", flush=True)
+        self.data["skipped"].append(entry)
+        self.write()
+
+    def write(self):
+        self.data["ratios"] = _ratios(self.data["benchmarks"])
+        checks = self.data["correctness"]
+        self.data["correctness_summary"] = {
+            "cases": len(checks),
+            "ok": sum(1 for c in checks if c.get("ok")),
+            "mismatched": sum(1 for c in checks if c.get("ok") is False),
+            "errors": sum(1 for c in checks if "error" in c),
+        }
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.data, indent=1, default=str))
+        os.replace(temporary, self.path)
+
+
+def _git_commit():
+    root = Path(__file__).resolve().parents[4]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"unknown ({error})"
+    if head.returncode != 0:
+        return "unknown (not a git checkout: pass --commit)"
+    return head.stdout.strip() + ("+uncommitted" if status.stdout.strip() else "")
+
+
+def _environment(commit=None):
+    import torch
+    import triton
+
+    cuda = torch.cuda.is_available()
+    return {
+        "command": " ".join([sys.executable] + sys.argv),
+        "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name(0) if cuda else "CPU (Triton interpreter)",
+        "triton_interpret": os.environ.get("TRITON_INTERPRET", "0"),
+        "git_commit": commit or _git_commit(),
+    }
+
+
+def _tf_same_pads(size, kernel, stride, dilation):
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _reference_depthwise(x, kernel, bias, strides, padding, dilation, activation):
+    """NHWC depthwise through conv2d(groups=C) in float64."""
+    import torch
+    import torch.nn.functional as F
+
+    kh, kw, c, m = kernel.shape
+    xd = x.double().permute(0, 3, 1, 2)
+    if padding == "same":
+        top, bottom = _tf_same_pads(xd.shape[2], kh, strides[0], dilation[0])
+        left, right = _tf_same_pads(xd.shape[3], kw, strides[1], dilation[1])
+        xd = F.pad(xd, (left, right, top, bottom))
+    weight = kernel.double().permute(2, 3, 0, 1).reshape(c * m, 1, kh, kw)
+    y = F.conv2d(xd, weight, None if bias is None else bias.double(), stride=strides, dilation=dilation, groups=c)
+    y = y.permute(0, 2, 3, 1)
+    return {"linear": y, "relu": torch.relu(y), "relu6": y.clamp(0, 6)}[activation]
+
+
+def _error(actual, expected):
+    scale = max(expected.abs().max().item(), 1.0)
+    return (actual.double() - expected).abs().max().item() / scale
+
+
+def _correctness_cases(tiny):
+    """(kind, case, dtype) checks. Each (kernel, strides, dilation, padding) once
+    in float32, shapes, multipliers and flags rotating; a few in bf16/fp16."""
+    import itertools
+
+    if tiny:
+        return [
+            ("depthwise", ((2, 7, 6, 3, 2), 3, (2, 2), (1, 1), "same", True, "relu"), "float32"),
+            ("depthwise", ((2, 6, 7, 8, 1), (3, 1), (1, 2), (2, 1), "valid", False, "linear"), "float16"),
+            ("separable_fused", ((2, 7, 6, 8, 1), 24, (1, 1), "same"), "float32"),
+            # The interpreter's bfloat16 tl.dot is wrong; float16 stands in.
+            ("separable_fused", ((2, 6, 6, 8, 1), 16, (2, 2), "valid"), "float16"),
+        ]
+    shapes = [(2, 9, 7, 8, 1), (3, 8, 8, 40, 2), (2, 17, 15, 72, 1), (2, 6, 11, 3, 1)]
+    checks = []
+    for i, (k, s, d, padding) in enumerate(itertools.product([1, 3, 5, (3, 1)], [1, 2], [1, 2], ["same", "valid"])):
+        shape = shapes[(i // 2) % len(shapes)]
+        kh, kw = (k, k) if isinstance(k, int) else k
+        if padding == "valid" and ((kh - 1) * d >= shape[1] or (kw - 1) * d >= shape[2]):
+            continue
+        activation = ("linear", "relu", "relu6")[i % 3]
+        checks.append(("depthwise", (shape, k, (s, s), (d, d), padding, i % 3 != 1, activation), "float32"))
+    for dtype, (shape, s) in itertools.product(("bfloat16", "float16"), [(shapes[1], 1), (shapes[2], 2)]):
+        checks.append(("depthwise", (shape, 3, (s, s), (1, 1), "same", True, "relu"), dtype))
+    checks += [
+        ("separable_fused", ((2, 7, 6, 8, 1), 24, (1, 1), "same"), "float32"),
+        ("separable_fused", ((3, 9, 9, 40, 2), 96, (2, 2), "valid"), "float32"),
+        ("separable_fused", ((3, 9, 9, 64, 1), 128, (1, 1), "same"), "bfloat16"),
+    ]
+    # Smoke first (run before the benchmarks): one of each kind.
+    smoke = [checks[3], checks[-6], checks[-1]]
+    return smoke + [c for c in checks if c not in smoke]
+
+
+def _check_depthwise(case, dtype_name, device):
+    import torch
+
+    from sepconv.kernels.triton import depthwise_conv2d
+
+    (n, h, w, c, m), k, strides, dilation, padding, with_bias, activation = case
+    dtype = getattr(torch, dtype_name)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, h, w, c, generator=g).to(device, dtype).requires_grad_()
+    kernel = (torch.randn(kh, kw, c, m, generator=g) / (kh * kw) ** 0.5).to(device, dtype).requires_grad_()
+    bias = torch.randn(c * m, generator=g).to(device, dtype).requires_grad_() if with_bias else None
+    leaves = [t for t in (x, kernel, bias) if t is not None]
+    y = depthwise_conv2d(x, kernel, bias, strides, padding, dilation, activation)
+    expected = _reference_depthwise(x, kernel, bias, strides, padding, dilation, activation)
+    upstream = torch.randn(expected.shape, generator=g).to(device, dtype)
+    errors = {"forward": _error(y, expected)}
+    got = torch.autograd.grad(y, leaves, upstream)
+    want = torch.autograd.grad(expected, leaves, upstream.double())
+    for name, a, b in zip(("input_grad", "kernel_grad", "bias_grad"), got, want):
+        errors[name] = _error(a, b)
+    return errors
+
+
+def _check_separable(case, dtype_name, device):
+    import torch
+
+    from sepconv.kernels.triton import separable_conv2d
+
+    (n, h, w, c, m), filters, strides, padding = case
+    dtype = getattr(torch, dtype_name)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, h, w, c, generator=g).to(device, dtype).requires_grad_()
+    kernel = (torch.randn(3, 3, c, m, generator=g) / 3).to(device, dtype).requires_grad_()
+    dw_bias = torch.randn(c * m, generator=g).to(device, dtype).requires_grad_()
+    pointwise = (torch.randn(c * m, filters, generator=g) / (c * m) ** 0.5).to(device, dtype).requires_grad_()
+    bias = torch.randn(filters, generator=g).to(device, dtype).requires_grad_()
+    leaves = (x, kernel, dw_bias, pointwise, bias)
+    y = separable_conv2d(x, kernel, pointwise, dw_bias, bias, strides, padding, 1, "relu", "relu")
+    mid = _reference_depthwise(x, kernel, dw_bias, strides, padding, (1, 1), "relu")
+    expected = torch.relu(mid @ pointwise.double() + bias.double())
+    upstream = torch.randn(expected.shape, generator=g).to(device, dtype)
+    errors = {"forward": _error(y, expected)}
+    got = torch.autograd.grad(y, leaves, upstream)
+    want = torch.autograd.grad(expected, leaves, upstream.double())
+    names = ("input_grad", "kernel_grad", "depthwise_bias_grad", "pointwise_grad", "bias_grad")
+    for name, a, b in zip(names, got, want):
+        errors[name] = _error(a, b)
+    return errors
+
+
+def _check_launch_configs(device):
+    """Every configuration of every kernel on one ragged shape (fixed config)."""
+    import torch
+
+    from sepconv.kernels.triton import _depthwise, _tuning
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 9, 11, 40, generator=g).to(device)
+    kernel = torch.randn(3, 3, 40, 1, generator=g).to(device) / 3
+    bias = torch.randn(40, generator=g).to(device)
+    pointwise = torch.randn(40, 70, generator=g).to(device) / 40**0.5
+    geometry = ((2, 1), (1, 1), "same")
+    expected = _reference_depthwise(x, kernel, bias, (2, 1), "same", (1, 1), "linear")
+    upstream = torch.randn(expected.shape, generator=g).to(device)
+    k64, b64 = kernel.double().requires_grad_(), bias.double().requires_grad_()
+    x64 = x.double().requires_grad_()
+    reference = _reference_depthwise(x64, k64, b64, (2, 1), "same", (1, 1), "linear")
+    want_dx, want_dk, want_db = torch.autograd.grad(reference, (x64, k64, b64), upstream.double())
+    results = []
+    for index, config in enumerate(_tuning.DIRECT_CONFIGS):
+        y = _depthwise.forward(x, kernel, bias, *geometry, config=config)
+        dx = _depthwise.input_grad(upstream, kernel, x.shape, *geometry, config=config)
+        results.append(("direct", index, {"forward": _error(y, expected), "input_grad": _error(dx, want_dx)}))
+    for index, config in enumerate(_tuning.WEIGHT_GRAD_CONFIGS):
+        dk, db = _depthwise.weight_grad(x, upstream, kernel.shape, True, *geometry, config=config)
+        results.append(("weight_grad", index, {"kernel_grad": _error(dk, want_dk), "bias_grad": _error(db, want_db)}))
+    for index, config in enumerate(_tuning.FUSED_CONFIGS):
+        y = _depthwise.fused_forward(x, kernel, bias, pointwise, None, *geometry, config=config)
+        results.append(("fused", index, {"forward": _error(y, expected @ pointwise.double())}))
+    return results
+
+
+CHECKS = {"depthwise": _check_depthwise, "separable_fused": _check_separable}
+
+
+def run_correctness(checks, report, device, deadline, launch_configs=False):
+    """Fixed launch configuration: autotuning every small shape would dominate."""
+    os.environ["SEPCONV_TRITON_AUTOTUNE"] = "0"
+    try:
+        for kind, case, dtype in checks:
+            entry = {"kind": kind, "case": repr(case), "dtype": dtype}
+            if time.monotonic() > deadline:
+                report.skip(entry)
+                continue
+            _record(report, entry, lambda: CHECKS[kind](case, dtype, device), TOLERANCE[dtype])
+        if not launch_configs:
+            return
+        if time.monotonic() > deadline:
+            report.skip({"kind": "launch_configs"})
+            return
+        try:
+            for family, index, errors in _check_launch_configs(device):
+                ok = all(e <= TOLERANCE["float32"] for e in errors.values())
+                entry = {"kind": f"launch_config_{family}", "case": f"config {index}", "dtype": "float32"}
+                entry.update(errors=errors, tolerance=TOLERANCE["float32"], ok=ok)
+                report.add("correctness", entry)
+        except Exception as error:
+            entry = {"kind": "launch_configs", "error": repr(error), "traceback": traceback.format_exc()}
+            report.add("correctness", entry)
+    finally:
+        os.environ.pop("SEPCONV_TRITON_AUTOTUNE", None)
+
+
+def _record(report, entry, check, tolerance):
+    try:
+        errors = check()
+        entry.update(errors=errors, tolerance=tolerance, ok=all(e <= tolerance for e in errors.values()))
+    except Exception as error:
+        entry.update(error=repr(error), traceback=traceback.format_exc())
+    report.add("correctness", entry)
+
+
+def _timer(device, warmup, repeats):
+    import torch
+
+    def measure(fn):
+        for _ in range(warmup):
+            fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+            times = []
+            for _ in range(repeats):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+        else:
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - start) * 1e3)
+        return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "repeats": repeats}
+
+    return measure
+
+
+def _benchmarks(config, device, dtype_name):
+    """(name, op, function) for one dtype; tensors are built lazily per entry."""
+    import torch
+    import torch.nn.functional as F
+
+    from sepconv.kernels.triton import depthwise_conv2d, separable_conv2d
+
+    dtype = getattr(torch, dtype_name)
+    n, c, s, k = config.batch, config.channels, config.size, config.kernel
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(n, c, s, s, generator=g).to(device, dtype)
+    dw_weight = (torch.randn(c, 1, k, k, generator=g) / k).to(device, dtype)
+    pw_weight = (torch.randn(c, c, 1, 1, generator=g) / c**0.5).to(device, dtype)
+    dense_weight = (torch.randn(c, c, k, k, generator=g) / (c * k * k) ** 0.5).to(device, dtype)
+    channels_last = base.contiguous(memory_format=torch.channels_last)
+    nhwc = channels_last.permute(0, 2, 3, 1)  # same memory, NHWC-shaped view: contiguous
+    hwcm = dw_weight.permute(2, 3, 0, 1).contiguous()  # (k, k, C, 1)
+    pointwise = pw_weight[:, :, 0, 0].T.contiguous()  # (C, F)
+    upstream = torch.randn(n, c, s, s, generator=g).to(device, dtype)
+    up_cl = upstream.contiguous(memory_format=torch.channels_last)
+    up_nhwc = up_cl.permute(0, 2, 3, 1)
+    copy_target = torch.empty_like(base)
+    pad = k // 2
+
+    def train(forward, inputs, grad):
+        leaves = [t.detach().requires_grad_() for t in inputs]
+        return lambda: torch.autograd.grad(forward(*leaves), leaves, grad)
+
+    torch_dw = lambda x, w: F.conv2d(x, w, padding=pad, groups=c)  # noqa: E731
+    dense = lambda x, w: F.conv2d(x, w, padding=pad)  # noqa: E731
+    torch_sep = lambda x, w, p: F.conv2d(F.conv2d(x, w, padding=pad, groups=c), p)  # noqa: E731
+    ours = lambda x, w: depthwise_conv2d(x, w, None, 1, "same", 1)  # noqa: E731
+    ours_unfused_sep = lambda x, w, p: depthwise_conv2d(x, w, None, 1, "same", 1) @ p  # noqa: E731
+    ours_sep = lambda x, w, p: separable_conv2d(x, w, p, None, None, 1, "same", 1)  # noqa: E731
+    return [
+        ("copy", "forward", lambda: copy_target.copy_(base)),
+        ("torch_depthwise_nchw", "forward", lambda: torch_dw(base, dw_weight)),
+        ("torch_depthwise_channels_last", "forward", lambda: torch_dw(channels_last, dw_weight)),
+        ("triton_depthwise", "forward", lambda: ours(nhwc, hwcm)),
+        ("torch_depthwise_nchw", "forward+backward", train(torch_dw, (base, dw_weight), upstream)),
+        ("torch_depthwise_channels_last", "forward+backward", train(torch_dw, (channels_last, dw_weight), up_cl)),
+        ("triton_depthwise", "forward+backward", train(ours, (nhwc, hwcm), up_nhwc)),
+        ("torch_dense_channels_last", "forward", lambda: dense(channels_last, dense_weight)),
+        ("torch_dense_channels_last", "forward+backward", train(dense, (channels_last, dense_weight), up_cl)),
+        ("torch_separable_channels_last", "forward", lambda: torch_sep(channels_last, dw_weight, pw_weight)),
+        ("torch_separable_channels_last", "forward+backward",
+         train(torch_sep, (channels_last, dw_weight, pw_weight), up_cl)),
+        ("triton_depthwise_torch_pointwise", "forward+backward",
+         train(ours_unfused_sep, (nhwc, hwcm, pointwise), up_nhwc)),
+        ("triton_separable_fused", "forward", lambda: ours_sep(nhwc, hwcm, pointwise)),
+        ("triton_separable_fused", "forward+backward", train(ours_sep, (nhwc, hwcm, pointwise), up_nhwc)),
+    ]
+
+
+# (numerator, denominator): ratio of median times, < 1 means the first is faster.
+RATIO_PAIRS = [
+    ("triton_depthwise", "torch_depthwise_nchw"),
+    ("triton_depthwise", "torch_depthwise_channels_last"),
+    ("triton_depthwise", "copy"),
+    ("triton_separable_fused", "torch_separable_channels_last"),
+    ("triton_separable_fused", "torch_dense_channels_last"),
+    ("triton_depthwise_torch_pointwise", "torch_separable_channels_last"),
+    ("torch_separable_channels_last", "torch_dense_channels_last"),
+]
+
+
+def _ratios(benchmarks):
+    times = {(b["name"], b["op"], b["dtype"]): b["median_ms"] for b in benchmarks if "median_ms" in b}
+    ratios = {}
+    for (name, op, dtype), value in times.items():
+        for first, second in RATIO_PAIRS:
+            if name != first:
+                continue
+            other = times.get((second, "forward" if second == "copy" else op, dtype))
+            if other:
+                ratios[f"{first}/{second} {op} {dtype}"] = round(value / other, 4)
+    return ratios
+
+
+def run_benchmarks(config, report, device, deadline):
+    import torch
+
+    measure = _timer(device, config.warmup, config.repeats)
+    for dtype_name in config.dtypes:
+        try:
+            entries = _benchmarks(config, device, dtype_name)
+        except Exception as error:
+            report.add("benchmarks", {"dtype": dtype_name, "name": "setup", "op": "", "error": repr(error),
+                                      "traceback": traceback.format_exc()})
+            continue
+        for name, op, fn in entries:
+            entry = {"name": name, "op": op, "dtype": dtype_name,
+                     "shape_nchw": [config.batch, config.channels, config.size, config.size], "kernel": config.kernel}
+            if time.monotonic() > deadline:
+                report.skip(entry)
+                continue
+            try:
+                entry.update(measure(fn))
+            except Exception as error:
+                entry.update(error=repr(error), traceback=traceback.format_exc())
+                if device == "cuda":
+                    torch.cuda.synchronize()
+            report.add("benchmarks", entry)
+        del entries
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    defaults = Config()
+    parser.add_argument("--out", default=defaults.out, help="folder for gpucheck.json")
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes; without CUDA runs under the interpreter")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--dtypes", default=",".join(defaults.dtypes), help="comma-separated, for the timings")
+    parser.add_argument("--budget-s", type=float, default=defaults.budget_s)
+    parser.add_argument("--skip-correctness", action="store_true")
+    parser.add_argument("--skip-benchmarks", action="store_true")
+    parser.add_argument("--commit", default=None, help="git commit to record when the tree has no .git")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.dtypes.split(",")) - set(TOLERANCE))
+    if unknown:
+        parser.error(f"--dtypes must name {', '.join(TOLERANCE)}. Received: {unknown}")
+    config = Config(out=args.out, tiny=args.tiny, budget_s=args.budget_s, dtypes=tuple(args.dtypes.split(",")),
+                    correctness=not args.skip_correctness, benchmarks=not args.skip_benchmarks, commit=args.commit)
+    if config.tiny:
+        config = dataclasses.replace(config, batch=2, channels=16, size=6, warmup=1, repeats=2)
+    if args.repeats is not None:
+        config.repeats = args.repeats
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        if not config.tiny:
+            print("gpucheck: no CUDA device; --tiny checks this script under Triton's interpreter", file=sys.stderr)
+            return 2
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    device = "cuda" if cuda else "cpu"
+    started = time.monotonic()
+    deadline = started + config.budget_s
+    report = Report(config)
+    print(f"gpucheck: {report.data['environment']['device']}, writing {report.path}", flush=True)
+    checks = _correctness_cases(config.tiny) if config.correctness else []
+    run_correctness(checks[:3], report, device, deadline)  # smoke: one of each kind
+    if config.benchmarks:
+        run_benchmarks(config, report, device, deadline)
+    if config.correctness:
+        run_correctness(checks[3:], report, device, deadline, launch_configs=True)
+    report.data["elapsed_s"] = round(time.monotonic() - started, 1)
+    report.write()
+    summary = report.data["correctness_summary"]
+    print(f"gpucheck: correctness {summary}; ratios {json.dumps(report.data['ratios'], indent=1)}", flush=True)
+    return 0 if summary["mismatched"] == 0 and summary["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    if not __package__:
+        _import_without_keras()
+    sys.exit(main())
