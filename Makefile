@@ -31,10 +31,13 @@ test: venv
 test-fast: venv
 	KERAS_BACKEND=$${KERAS_BACKEND:-tensorflow} $(PYTEST) -m "not slow"
 
+# The regular-vs-separable experiment, quick preset (a subset, few epochs);
+# the full tutorial setting is `sepconv compare --recipe tutorial`.
 demo: venv
 	$(VENV)/bin/sepconv count --in 3 --out 64 --kernel 3
 	$(VENV)/bin/sepconv summary vgg
 	$(VENV)/bin/sepconv summary vgg_separable
+	$(VENV)/bin/sepconv compare vgg vgg_separable --preset quick --quiet
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

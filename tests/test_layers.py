@@ -280,3 +280,16 @@ def test_keras_file_round_trip(tmp_path, rng):
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)), rtol=1e-5, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("initializer, keeps_scale", [(None, True), ("glorot_uniform", False)])
+def test_default_depthwise_initializer_keeps_activation_scale(initializer, keeps_scale, rng):
+    """Six stacked DSC+ReLU layers (the tutorial VGG's convs) at initialization."""
+    h = rng.normal(size=(8, 16, 16, 3)).astype("float32")
+    for filters in (64, 64, 128, 128, 256, 256):
+        layer = sepconv.DepthwiseSeparableConv2D(
+            filters, 3, padding="same", activation="relu", depthwise_initializer=initializer
+        )
+        h = keras.ops.convert_to_numpy(layer(h))
+    # Glorot's depthwise fan-in counts every channel: ~1e-6 after six layers.
+    assert (h.std() > 0.05) == keeps_scale

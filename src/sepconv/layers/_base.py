@@ -10,7 +10,8 @@ convolution that mixes channels. This layer computes
 
 Defaults reproduce Keras' `SeparableConv*D` (no depthwise bias, nothing in
 between); see `sepconv.layers.presets` for the tutorial, MobileNet and
-Xception arrangements.
+Xception arrangements. One deliberate difference: the depthwise kernel's
+default initializer (see `depthwise_initializer_default`).
 """
 
 import keras
@@ -19,6 +20,21 @@ from keras import ops
 from sepconv import _validation, kernels
 
 _NORMALIZATIONS = (None, "batch")
+
+
+def depthwise_initializer_default():
+    """He-uniform scaled by the depthwise window, not by all input channels.
+
+    Keras' `glorot_uniform` computes a depthwise kernel's fan-in as
+    `k*k*channels` although each output sees only `k*k` inputs, so activations
+    shrink about sqrt(channels) times per layer: the tutorial's separable VGG
+    at initialization ends with outputs ~1e-6 and barely trains. Keras computes
+    `fan_out = k*k*depth_multiplier` for this kernel shape, the true fan-in when
+    the multiplier is 1; scale 2 (He et al. 2015) offsets the ReLU that follows
+    the pointwise step. Pass `depthwise_initializer="glorot_uniform"` to get
+    Keras' behaviour.
+    """
+    return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="uniform")
 
 
 def _normalization(kind, axis, name):
@@ -46,6 +62,7 @@ class BaseDepthwiseSeparableConv(keras.layers.Layer):
         depthwise_activation: activation between the two steps.
         depthwise_normalization: None or "batch", between the two steps.
         normalization: None or "batch", after the pointwise step.
+        depthwise_initializer: default `depthwise_initializer_default()`.
         *_initializer, *_regularizer, *_constraint: as in Keras.
     """
 
@@ -65,7 +82,7 @@ class BaseDepthwiseSeparableConv(keras.layers.Layer):
         depthwise_activation=None,
         depthwise_normalization=None,
         normalization=None,
-        depthwise_initializer="glorot_uniform",
+        depthwise_initializer=None,
         pointwise_initializer="glorot_uniform",
         bias_initializer="zeros",
         depthwise_regularizer=None,
@@ -94,7 +111,7 @@ class BaseDepthwiseSeparableConv(keras.layers.Layer):
         self.normalization = _validation.choice(normalization, _NORMALIZATIONS, "normalization")
         self.activation = keras.activations.get(activation)
         self.depthwise_activation = keras.activations.get(depthwise_activation)
-        self.depthwise_initializer = keras.initializers.get(depthwise_initializer)
+        self.depthwise_initializer = keras.initializers.get(depthwise_initializer or depthwise_initializer_default())
         self.pointwise_initializer = keras.initializers.get(pointwise_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.depthwise_regularizer = keras.regularizers.get(depthwise_regularizer)

@@ -3,6 +3,7 @@
 import keras
 
 from sepconv import _validation, kernels
+from sepconv.layers._base import depthwise_initializer_default
 
 
 @keras.saving.register_keras_serializable(package="sepconv")
@@ -11,7 +12,8 @@ class DepthwiseConv3D(keras.layers.Layer):
 
     Same arguments and weight layout as `keras.layers.DepthwiseConv2D`:
     kernel shape `kernel_size + (channels, depth_multiplier)`, output channel
-    `c * depth_multiplier + m` from input channel `c`.
+    `c * depth_multiplier + m` from input channel `c`. The default depthwise
+    initializer is `depthwise_initializer_default()` (see there why).
     """
 
     def __init__(
@@ -24,7 +26,7 @@ class DepthwiseConv3D(keras.layers.Layer):
         dilation_rate=1,
         activation=None,
         use_bias=True,
-        depthwise_initializer="glorot_uniform",
+        depthwise_initializer=None,
         bias_initializer="zeros",
         depthwise_regularizer=None,
         bias_regularizer=None,
@@ -42,7 +44,7 @@ class DepthwiseConv3D(keras.layers.Layer):
         self.dilation_rate = _validation.int_tuple(dilation_rate, 3, "dilation_rate")
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
-        self.depthwise_initializer = keras.initializers.get(depthwise_initializer)
+        self.depthwise_initializer = keras.initializers.get(depthwise_initializer or depthwise_initializer_default())
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.depthwise_regularizer = keras.regularizers.get(depthwise_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)

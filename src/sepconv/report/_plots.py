@@ -1,0 +1,126 @@
+"""The report's figures, drawn with matplotlib's Agg canvas (no pyplot, no display needed).
+
+Each `plot_*` function takes a `Run` and returns `(figure, caption)`; `write_plots` saves them.
+"""
+
+import io
+import os
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from sepconv.report._run import write_bytes
+
+_DPI = 110
+
+
+def _figure(width=6.4, height=4.0):
+    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
+
+
+def _epochs_axis(ax):
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+def plot_model_accuracy(run, model):
+    """The tutorial's figure: training and validation accuracy per epoch of one model."""
+    rows = run.history[model]
+    epochs = [r["epoch"] for r in rows]
+    figure, ax = _figure()
+    ax.plot(epochs, [r["accuracy"] for r in rows], marker="o", label="accuracy")
+    ax.plot(epochs, [r["val_accuracy"] for r in rows], marker="o", label="val_accuracy")
+    ax.set_ylabel("accuracy")
+    ax.set_title(model)
+    ax.legend(loc="lower right")
+    _epochs_axis(ax)
+    return figure, f"{model}: training and validation accuracy per epoch"
+
+
+def plot_accuracy_overlay(run):
+    """Validation (solid) and training (dashed) accuracy of every model on one axis."""
+    figure, ax = _figure()
+    for index, model in enumerate(run.models):
+        rows, color = run.history[model], f"C{index}"
+        epochs = [r["epoch"] for r in rows]
+        ax.plot(epochs, [r["val_accuracy"] for r in rows], color=color, marker="o", label=f"{model} val")
+        ax.plot(epochs, [r["accuracy"] for r in rows], color=color, linestyle="--", label=f"{model} train")
+    ax.set_ylabel("accuracy")
+    ax.set_title("all models: validation (solid) and training (dashed) accuracy")
+    ax.legend(fontsize="small")
+    _epochs_axis(ax)
+    return figure, "accuracy of all models per epoch"
+
+
+def plot_loss(run):
+    """Validation (solid) and training (dashed) loss of every model."""
+    figure, ax = _figure()
+    for index, model in enumerate(run.models):
+        rows, color = run.history[model], f"C{index}"
+        epochs = [r["epoch"] for r in rows]
+        ax.plot(epochs, [r["val_loss"] for r in rows], color=color, marker="o", label=f"{model} val")
+        ax.plot(epochs, [r["loss"] for r in rows], color=color, linestyle="--", label=f"{model} train")
+    ax.set_ylabel("loss")
+    ax.set_title("loss: validation (solid) and training (dashed)")
+    ax.legend(fontsize="small")
+    _epochs_axis(ax)
+    return figure, "training and validation loss of all models per epoch"
+
+
+def plot_accuracy_vs_params(run):
+    """Best validation accuracy against parameter count (log scale), one point per model."""
+    figure, ax = _figure()
+    for index, result in enumerate(run.results):
+        ax.scatter(result["params"], result["best_val_accuracy"], color=f"C{index}", s=60, zorder=3)
+        ax.annotate(result["model"], (result["params"], result["best_val_accuracy"]),
+                    textcoords="offset points", xytext=(6, 6), fontsize="small")  # fmt: skip
+    chance = 1 / len(run.record["data"]["class_names"])
+    ax.axhline(chance, color="gray", linestyle=":", label=f"chance ({chance:.2f})")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("best validation accuracy")
+    ax.set_title("accuracy vs parameters")
+    ax.grid(alpha=0.3, which="both")
+    ax.margins(x=0.25, y=0.2)
+    return figure, "best validation accuracy against parameter count"
+
+
+def plot_time_per_epoch(run):
+    """Median training time per epoch of every model (bars)."""
+    figure, ax = _figure()
+    models = run.models
+    seconds = [result["median_epoch_time_s"] for result in run.results]
+    bars = ax.bar(models, seconds, color=[f"C{i}" for i in range(len(models))])
+    ax.bar_label(bars, labels=[f"{s:.2f} s" for s in seconds], padding=2)
+    ax.set_ylabel("seconds per epoch (median, training steps only)")
+    ax.set_title("time per epoch")
+    ax.margins(y=0.15)
+    ax.grid(alpha=0.3, axis="y")
+    if len(models) > 3:
+        ax.tick_params(axis="x", labelrotation=20)
+    return figure, "median training time per epoch (first epoch excluded when there are more)"
+
+
+def write_plots(run, folder):
+    """Writes every figure into `folder` as PNG; returns `[(file name, caption), ...]`."""
+    plots = []
+
+    def add(name, function, *args):
+        figure, caption = function(run, *args)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        write_bytes(os.path.join(folder, name), buffer.getvalue())
+        plots.append((name, caption))
+
+    for model in run.models:
+        add(f"accuracy_{model}.png", plot_model_accuracy, model)
+    add("accuracy_all.png", plot_accuracy_overlay)
+    add("loss.png", plot_loss)
+    add("accuracy_vs_params.png", plot_accuracy_vs_params)
+    add("time_per_epoch.png", plot_time_per_epoch)
+    return plots

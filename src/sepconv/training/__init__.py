@@ -1,0 +1,33 @@
+"""Training and comparing models on CIFAR-10 with `model.fit`, into self-describing run folders.
+
+```python
+from sepconv.training import compare, make_config
+
+config = make_config("tutorial", preset="quick")      # recipe, preset, then overrides
+run = compare(["vgg", "vgg_separable"], config, out="runs/quick")
+run.models["vgg"]["best_val_accuracy"]
+```
+
+A run folder holds config.json (config, data, backend, device, versions, git commit),
+history.csv, results.json, per-model checkpoints, report.md, report.html and plots;
+`resume(folder)` continues an interrupted run.
+"""
+
+from sepconv.training._config import OPTIMIZERS, PRESETS, RECIPES, SCHEDULES, TrainConfig, make_config
+from sepconv.training._experiment import DEFAULT_MODELS, RunResult, compare, resume, train
+from sepconv.training._loop import SparseCrossentropy
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "OPTIMIZERS",
+    "PRESETS",
+    "RECIPES",
+    "RunResult",
+    "SCHEDULES",
+    "SparseCrossentropy",
+    "TrainConfig",
+    "compare",
+    "make_config",
+    "resume",
+    "train",
+]

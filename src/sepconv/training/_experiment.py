@@ -1,0 +1,223 @@
+"""`train`, `compare` and `resume`: models trained on identical data, into one run folder.
+
+Every model of a run gets the same training subset, validation set, batch order and
+augmentation (all fixed by `config.seed`), the same optimizer, schedule and loss, and
+starts from weights drawn after `keras.utils.set_random_seed(config.seed)`.
+"""
+
+import dataclasses
+import difflib
+import hashlib
+import os
+
+import numpy as np
+
+from sepconv.training import _run
+from sepconv.training._config import TrainConfig
+from sepconv.training._loop import fit_model
+from sepconv.training._results import GAP_NOTE, MACS_NOTE, TIMING_NOTE, summarize
+
+DEFAULT_MODELS = ("vgg", "vgg_separable")
+# TrainConfig fields with a `--field-name VALUE` flag, in the order `rerun_command` lists them.
+_RERUN_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "warmup_epochs", "momentum", "weight_decay",
+                 "label_smoothing", "train_size", "validation", "val_size", "seed", "data")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """What `train`, `compare` and `resume` return.
+
+    Attributes:
+        folder: the run folder (see `sepconv.training._run` for its layout).
+        config: the `TrainConfig` of the run.
+        models: model name -> summary (params, MACs, median time per epoch, best and
+            final validation accuracy, ...), as in `results.json`.
+        history: model name -> list of per-epoch rows, as in `history.csv`.
+    """
+
+    folder: str
+    config: TrainConfig
+    models: dict
+    history: dict
+
+
+def train(model_name, config=None, *, out=None, quiet=False, data=None, report=True):
+    """Trains one model; see `compare`."""
+    return compare([model_name], config, out=out, quiet=quiet, data=data, report=report)
+
+
+def compare(model_names=DEFAULT_MODELS, config=None, *, out=None, quiet=False, data=None, report=True):
+    """Trains each model in turn on identical data, order, optimizer and schedule.
+
+    Args:
+        model_names: names from `sepconv.models.list_models()`.
+        config: a `TrainConfig` (default: the tutorial recipe).
+        out: run folder to create; default `runs/<timestamp>-<models>`.
+        quiet: one printed line per epoch instead of progress bars.
+        data: a `sepconv.data.Cifar10` to use instead of loading `config.data`.
+        report: write report.md, report.html and the plots at the end.
+
+    Returns:
+        A `RunResult`.
+    """
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig. Received: config={type(config).__name__}")
+    names = [model_names] if isinstance(model_names, str) else list(model_names)
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"model_names must be distinct model names, at least one. Received: model_names={names}")
+    _check_models(names)
+    folder = _run.check_new_folder(out or _run.default_folder(names))
+    splits = _splits(config, data, quiet)
+    os.makedirs(folder, exist_ok=True)
+    _run.write_json(
+        os.path.join(folder, "config.json"),
+        {
+            "models": names,
+            "config": config.to_dict(),
+            "rerun": rerun_command(names, config),
+            "data": _describe(splits),
+            "environment": _run.environment(),
+            "resumed": [],
+        },
+    )
+    return _train_all(folder, names, config, splits, quiet, report)
+
+
+def resume(folder, *, quiet=False, data=None, report=True):
+    """Continues the run in `folder` to its final epoch, with its saved config and data.
+
+    Finished models are kept, an interrupted one continues from its last checkpoint with
+    its history, and models not started yet are trained. `data` is as in `compare`; it
+    must give the same training and validation arrays as the original run.
+    """
+    record_path = os.path.join(folder, "config.json")
+    if not os.path.isfile(record_path):
+        raise FileNotFoundError(f"resume needs a run folder holding config.json. Received: resume={folder!r}")
+    record = _run.read_json(record_path)
+    config = TrainConfig.from_dict(record["config"])
+    splits = _splits(config, data, quiet)
+    fingerprint = _describe(splits)["fingerprint"]
+    if fingerprint != record["data"]["fingerprint"]:
+        raise ValueError(
+            "the data differ from those the run started with (training or validation arrays); "
+            f"point data at the original copy ({record['data']['source']}). Received: resume={folder!r}"
+        )
+    record["resumed"].append(_run.environment())
+    _run.write_json(record_path, record)
+    return _train_all(folder, record["models"], config, splits, quiet, report)
+
+
+def _train_all(folder, names, config, splits, quiet, report):
+    print(f"run folder: {folder}\n{splits.describe()}", flush=True)
+    states = {}
+
+    def write_history():
+        rows = []
+        for name in names:
+            path = os.path.join(folder, name, "state.json")
+            if os.path.exists(path):
+                rows.extend(_run.read_json(path)["history"])
+        _run.write_history(os.path.join(folder, "history.csv"), rows)
+
+    for index, name in enumerate(names, start=1):
+        states[name] = fit_model(
+            name,
+            splits,
+            config,
+            os.path.join(folder, name),
+            quiet=quiet,
+            label=f"{name} [{index}/{len(names)}]",
+            on_saved=write_history,
+            test_data=config.validation != "test",
+        )
+    write_history()
+    summaries = {name: summarize(state) for name, state in states.items()}
+    _run.write_json(
+        os.path.join(folder, "results.json"),
+        {"models": list(summaries.values()), "notes": {"timing": TIMING_NOTE, "gap": GAP_NOTE, "macs": MACS_NOTE}},
+    )
+    if report:
+        from sepconv.report import write_report
+
+        write_report(folder)
+    return RunResult(
+        folder=folder,
+        config=config,
+        models=summaries,
+        history={name: state["history"] for name, state in states.items()},
+    )
+
+
+def _check_models(names):
+    from sepconv.models import list_models
+
+    known = list_models()
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"Unknown model. Known models: {', '.join(known)}.{hint} Received: model={name!r}")
+
+
+def _splits(config, data, quiet):
+    """The run's `Splits`: `config.train_size`, `config.validation`, capped at `config.val_size`."""
+    from sepconv.data import Cifar10, load_cifar10, make_splits
+
+    if data is None:
+        data = load_cifar10(config.data, progress=not quiet)
+    elif not isinstance(data, Cifar10):
+        raise TypeError(f"data must be a sepconv.data.Cifar10 or None. Received: data={type(data).__name__}")
+    splits = make_splits(data, train_size=config.train_size, validation=config.validation, seed=config.seed)
+    if config.val_size is not None and config.val_size < len(splits.y_val):
+        keep = stratified_subset(splits.y_val, config.val_size, config.seed)
+        splits = dataclasses.replace(
+            splits,
+            x_val=splits.x_val[keep],
+            y_val=splits.y_val[keep],
+            validation=f"{splits.validation}; a stratified subset of {config.val_size:,} images (seed {config.seed})",
+        )
+    return splits
+
+
+def stratified_subset(y, size, seed):
+    """Sorted indices of `size` entries of `y`, as evenly spread over labels as possible.
+
+    Each label's indices are shuffled with `default_rng(seed)`; then the first of every
+    label, the second of every label, ... are taken (lowest labels first) until `size`.
+    """
+    rng = np.random.default_rng(seed)
+    pools = [rng.permutation(np.flatnonzero(y == label)) for label in np.unique(y)]
+    indices = np.concatenate(pools)
+    ranks = np.concatenate([np.arange(len(pool)) for pool in pools])
+    labels = np.concatenate([np.full(len(pool), i) for i, pool in enumerate(pools)])
+    return np.sort(indices[np.lexsort((labels, ranks))][:size])
+
+
+def _describe(splits):
+    digest = hashlib.sha256()
+    for array in (splits.x_train, splits.y_train, splits.x_val, splits.y_val):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return {
+        "source": splits.source,
+        "validation": splits.validation,
+        "train_images": len(splits.y_train),
+        "val_images": len(splits.y_val),
+        "test_images": len(splits.y_test),
+        "class_names": list(splits.class_names),
+        "splits": splits.describe(),
+        "fingerprint": digest.hexdigest()[:16],
+    }
+
+
+def rerun_command(names, config):
+    """The `sepconv compare` command line that repeats this run, or None (model_kwargs)."""
+    if config.model_kwargs:
+        return None
+    flags = [f"--recipe {config.recipe}"] + ([f"--preset {config.preset}"] if config.preset else [])
+    for field in _RERUN_FIELDS:
+        value = getattr(config, field)
+        if value is not None:
+            flags.append(f"--{field.replace('_', '-')} {value}")
+    flags.append("--augment" if config.augment else "--no-augment")
+    return f"sepconv compare {' '.join(names)} {' '.join(flags)}"

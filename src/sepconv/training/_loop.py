@@ -1,0 +1,139 @@
+"""Training one model with `model.fit`: optimizer, loss, callbacks, checkpoint and resume."""
+
+import os
+
+import keras
+
+from sepconv.data import Batches
+from sepconv.training import _run
+from sepconv.training._callbacks import Checkpoint, DataEpoch, EpochLog
+from sepconv.training._progress import EpochLines, RichProgress
+
+
+@keras.saving.register_keras_serializable(package="sepconv")
+class SparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of integer labels and predicted probabilities, with label smoothing.
+
+    The target of label `y` is `(1 - label_smoothing) * one_hot(y) + label_smoothing / K`
+    for `K` classes (Szegedy et al. 2016, arXiv:1512.00567, Sec. 7), as in
+    `keras.losses.CategoricalCrossentropy(label_smoothing=...)`, which needs one-hot labels.
+    """
+
+    def __init__(self, label_smoothing=0.0, name="sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        one_hot = keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def make_optimizer(config, steps_per_epoch):
+    lr = config.lr
+    if config.schedule == "cosine":
+        warmup = round(config.warmup_epochs * steps_per_epoch)
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=config.lr / 10 if warmup else config.lr,
+            decay_steps=config.epochs * steps_per_epoch - warmup,
+            warmup_target=config.lr if warmup else None,
+            warmup_steps=warmup,
+        )
+    decay = config.weight_decay or None
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(lr, weight_decay=decay)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+    return keras.optimizers.SGD(lr, momentum=config.momentum, nesterov=True, weight_decay=decay)
+
+
+def make_loss(config):
+    if config.label_smoothing:
+        return SparseCrossentropy(label_smoothing=config.label_smoothing)
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
+def build_model(name, config, input_shape, num_classes, steps_per_epoch):
+    """`create_model(name)` compiled with the run's optimizer, loss and accuracy metric."""
+    from sepconv.models import create_model
+
+    keras.utils.set_random_seed(config.seed)  # same initial weights for the same model and seed
+    model = create_model(name, input_shape=input_shape, num_classes=num_classes, **config.model_kwargs)
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss=make_loss(config),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def model_costs(model):
+    """`(params, MACs per image)` with `sepconv.analysis.profile_model`'s conventions."""
+    from sepconv.analysis import profile_model
+
+    profile = profile_model(model)
+    return profile.params, profile.macs
+
+
+def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved=None, test_data=True):
+    """Trains model `name` in `folder`, continuing from its `state.json` when there is one.
+
+    Returns the final state (see `Checkpoint`), with `finished=True`. `test_data=False`
+    skips the test-set evaluation (used when validation images come from the test set).
+    """
+    os.makedirs(folder, exist_ok=True)
+    state_path = os.path.join(folder, "state.json")
+    state = _run.read_json(state_path) if os.path.exists(state_path) else {"model": name, "finished": False}
+    _run.remove_temporaries(folder)
+    _remove_stale_checkpoints(folder, keep=state.get("checkpoint"))
+    if state["finished"]:
+        return state
+
+    train = Batches(
+        splits.x_train, splits.y_train, batch_size=config.batch_size, augment=config.augment, seed=config.seed
+    )
+    val = Batches(splits.x_val, splits.y_val, batch_size=config.batch_size, shuffle=False)
+    done = state.get("epochs_done", 0)
+    if done:  # weights and optimizer state (step count, moments) come from the checkpoint
+        model = keras.saving.load_model(os.path.join(folder, state["checkpoint"]))
+    else:
+        model = build_model(name, config, splits.x_train.shape[1:], len(splits.class_names), len(train))
+        state["params"], state["macs"] = model_costs(model)
+
+    label = label or name
+    log = EpochLog(name, len(splits.y_train), rows=state.get("history", ()))
+    display = EpochLines(label, log, config.epochs) if quiet else RichProgress(label, log, config.epochs, done)
+    callbacks = [DataEpoch(train), log, Checkpoint(folder, log, state, on_saved), display]
+    try:
+        model.fit(
+            train,
+            validation_data=val,
+            epochs=config.epochs,
+            initial_epoch=done,
+            shuffle=False,  # Batches orders the data itself; fit would reorder whole batches
+            callbacks=callbacks,
+            verbose=0,
+        )
+    finally:
+        display.close()
+
+    last = os.path.join(folder, state["checkpoint"])
+    _run.copy_file(last, os.path.join(folder, "final.keras"))
+    if test_data:
+        best = keras.saving.load_model(os.path.join(folder, "best.keras"))
+        test = Batches(splits.x_test, splits.y_test, batch_size=config.batch_size, shuffle=False)
+        state["test_accuracy"] = float(best.evaluate(test, verbose=0, return_dict=True)["accuracy"])
+    state.update(finished=True, checkpoint="final.keras")
+    _run.write_json(state_path, state)
+    os.remove(last)
+    return state
+
+
+def _remove_stale_checkpoints(folder, keep):
+    """Deletes `epoch-NNN.keras` files that `state.json` does not name (an interrupted save)."""
+    for file in os.listdir(folder):
+        if file.startswith("epoch-") and file.endswith(".keras") and file != keep:
+            os.remove(os.path.join(folder, file))

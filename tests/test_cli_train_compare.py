@@ -1,0 +1,129 @@
+"""`sepconv train` and `sepconv compare`: flags, errors, an end-to-end run and resume."""
+
+import io
+import json
+import os
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import sepconv.training
+from sepconv.cli import main
+
+CLASSES = ("cat", "dog", "frog")
+
+
+def image_folder_archive(path, train_per_class=6, test_per_class=3):
+    """A tiny CIFAR-10-like copy `{train,test}/<class>/<n>.png` as .tar.gz."""
+    rng = np.random.default_rng(0)
+    with tarfile.open(path, "w:gz") as archive:
+        for split, count in (("train", train_per_class), ("test", test_per_class)):
+            for label, name in enumerate(CLASSES):
+                for k in range(count):
+                    pixels = rng.integers(0, 150, size=(32, 32, 3), dtype=np.uint8)
+                    pixels[..., label] += 100
+                    buffer = io.BytesIO()
+                    Image.fromarray(pixels).save(buffer, format="PNG")
+                    info = tarfile.TarInfo(f"{split}/{name}/{k:03d}.png")
+                    info.size = buffer.tell()
+                    archive.addfile(info, io.BytesIO(buffer.getvalue()))
+    return str(path)
+
+
+@pytest.fixture
+def archive(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEPCONV_CACHE", str(tmp_path / "cache"))
+    return image_folder_archive(tmp_path / "tiny.tar.gz")
+
+
+def test_compare_end_to_end_then_resume_a_finished_run(tmp_path, archive, capsys):
+    out = str(tmp_path / "run")
+    argv = ["compare", "vgg", "--data", archive, "--train-size", "12", "--epochs", "1",
+            "--batch-size", "6", "--lr", "0.002", "--no-augment", "--quiet", "--out", out]  # fmt: skip
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("vgg [1/1]  epoch 1/1  loss") for line in lines)
+    assert lines[-1] == f"report: {os.path.join(out, 'report.md')} and report.html"
+    with open(os.path.join(out, "config.json")) as f:
+        record = json.load(f)
+    assert record["models"] == ["vgg"]
+    config = record["config"]
+    assert (config["recipe"], config["epochs"], config["batch_size"], config["lr"], config["train_size"]) == (
+        "tutorial", 1, 6, 0.002, 12
+    )
+    assert config["data"] == archive and "image-folder" in record["data"]["source"]
+    assert record["rerun"].startswith("sepconv compare vgg --recipe tutorial --epochs 1 --batch-size 6")
+    assert os.path.isfile(os.path.join(out, "report.html"))
+
+    os.remove(os.path.join(out, "report.html"))
+    assert main(["compare", "--resume", out, "--quiet"]) == 0  # nothing left to train: rebuilds the report
+    assert os.path.isfile(os.path.join(out, "report.html"))
+    with open(os.path.join(out, "history.csv")) as f:
+        assert len(f.read().splitlines()) == 2  # header + the one epoch, not repeated
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train"], "MODEL is required unless --resume DIR is given. Received: MODEL=None"),
+        (
+            ["train", "vggg"],
+            "Unknown model. Known models: dsc_resnet, mobilenet_v1, vgg, vgg_keras_separable, vgg_mobilenet, "
+            "vgg_separable, vgg_tutorial. Did you mean vgg? Received: model='vggg'",
+        ),
+        (["compare", "--epochs", "0"], "--epochs must be a positive integer. Received: --epochs=0"),
+        (["compare", "--batch-size", "big"], "--batch-size must be a positive integer. Received: --batch-size=big"),
+        (["compare", "--recipe", "strnog"], "--recipe must be one of tutorial, strong. Did you mean strong? Received: --recipe=strnog"),
+        (["compare", "--preset", "fast"], "--preset must be one of quick. Received: --preset=fast"),
+        (["compare", "--validation", "1.5"], "--validation must be 'test' or a fraction in (0, 1). Received: --validation=1.5"),
+        (["compare", "--validation", "val"], "--validation must be 'test' or a fraction in (0, 1). Received: --validation=val"),
+        (["train", "vgg", "--lr", "-1"], "--lr must be a number in (0, inf). Received: --lr=-1"),
+        (["train", "vgg", "--lr", "nan"], "--lr must be a number in (0, inf). Received: --lr=nan"),
+        (["train", "vgg", "--label-smoothing", "1"], "--label-smoothing must be a number in [0, 1). Received: --label-smoothing=1"),
+        (["train", "vgg", "--seed", "-3"], "--seed must be a non-negative integer. Received: --seed=-3"),
+        (["train", "vgg", "--optimizer", "adagrad"], "--optimizer must be one of adam, adamw, sgd. Received: --optimizer=adagrad"),
+        (
+            ["train", "vgg", "--schedule", "cosine", "--epochs", "2", "--warmup-epochs", "2"],
+            "warmup_epochs must be less than epochs with schedule='cosine'. Received: warmup_epochs=2.0, epochs=2",
+        ),
+    ],
+)
+def test_bad_values_exit_2_with_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"sepconv {argv[0]}: error: {message}\n"
+
+
+def test_resume_errors(tmp_path, capsys):
+    missing = str(tmp_path / "nowhere")
+    assert main(["compare", "--resume", missing]) == 2
+    assert capsys.readouterr().err.endswith(f"Received: resume={missing!r}\n")
+    assert main(["train", "vgg", "--resume", missing, "--epochs", "3"]) == 2
+    assert capsys.readouterr().err == (
+        "sepconv train: error: --resume continues a run with its saved models and settings; "
+        f"drop MODEL, --epochs. Received: --resume={missing}\n"
+    )
+
+
+def test_out_must_not_hold_a_run(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{}")
+    assert main(["train", "vgg", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"sepconv train: error: out already holds a run; resume it or choose another folder. Received: out={str(tmp_path)!r}\n"
+    )
+
+
+def test_interrupted_run_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    out = str(tmp_path / "run")
+
+    def interrupted(models, config, out, quiet):
+        os.makedirs(out)
+        open(os.path.join(out, "config.json"), "w").close()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sepconv.training, "compare", interrupted)
+    assert main(["train", "vgg", "--out", out]) == 130
+    assert capsys.readouterr().err == f"continue with: sepconv train --resume {out}\nsepconv train: interrupted\n"

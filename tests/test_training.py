@@ -1,0 +1,318 @@
+"""Training runs: config, data order, checkpoints, resume and the run folder.
+
+Runs use a small synthetic CIFAR-10 (3 classes, learnable from colour) and a one-block
+VGG, so each takes a few seconds on any backend.
+"""
+
+import csv
+import io
+import json
+import os
+import re
+
+import keras
+import numpy as np
+import pytest
+from rich.console import Console
+
+from conftest import shared_cifar10
+from sepconv.data import Batches, Cifar10
+from sepconv.training import TrainConfig, compare, make_config, resume, train
+from sepconv.training import _loop, _progress, _run
+from sepconv.training._callbacks import DataEpoch, EpochLog
+from sepconv.training._experiment import stratified_subset
+
+TINY = {"blocks": ((4, 1),)}
+CLASSES = ("red", "green", "blue")
+
+
+def synthetic_cifar10(train_per_class=30, test_per_class=12, seed=0):
+    """Noise images whose class raises one colour channel; labels cycle 0, 1, 2."""
+    rng = np.random.default_rng(seed)
+
+    def split(per_class):
+        y = np.tile(np.arange(len(CLASSES)), per_class).astype(np.int64)
+        x = rng.integers(0, 150, size=(len(y), 32, 32, 3))
+        x[np.arange(len(y)), :, :, y] += 100
+        return x.astype(np.uint8), y
+
+    x_train, y_train = split(train_per_class)
+    x_test, y_test = split(test_per_class)
+    return Cifar10(x_train, y_train, x_test, y_test, CLASSES, "synthetic test data")
+
+
+def tiny_config(**overrides):
+    values = dict(epochs=2, batch_size=16, train_size=48, model_kwargs=TINY)
+    return make_config("tutorial", **{**values, **overrides})
+
+
+def read_history(folder):
+    with open(os.path.join(folder, "history.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def leftovers(folder):
+    """Temporary files anywhere under `folder`."""
+    return [name for _, _, files in os.walk(folder) for name in files if re.search(r"\.tmp(\.keras)?$", name)]
+
+
+# --- config ----------------------------------------------------------------------------
+
+
+def test_recipes_presets_and_overrides():
+    tutorial = make_config("tutorial")
+    assert (tutorial.optimizer, tutorial.lr, tutorial.batch_size, tutorial.epochs) == ("adam", 1e-3, 128, 10)
+    assert (tutorial.augment, tutorial.validation, tutorial.label_smoothing) == (False, "test", 0.0)
+    assert tutorial == TrainConfig()
+    strong = make_config("strong")
+    assert strong.augment and strong.schedule == "cosine" and strong.label_smoothing > 0 and strong.weight_decay > 0
+    quick = make_config("strong", preset="quick", epochs=4)
+    assert (quick.train_size, quick.val_size, quick.epochs, quick.optimizer) == (5000, 2000, 4, "adamw")
+    assert (quick.recipe, quick.preset) == ("strong", "quick")
+
+
+def test_config_survives_json():
+    config = tiny_config(validation=0.25, seed=3)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(epochs=0), ValueError, r"^epochs must be at least 1\. Received: epochs=0$"),
+        (dict(batch_size=2.5), TypeError, r"^batch_size must be an integer\. Received: batch_size=2\.5$"),
+        (dict(lr=0.0), ValueError, r"^lr must be in \(0, inf\)\. Received: lr=0\.0$"),
+        (dict(validation=1.5), ValueError, r"^validation must be in \(0, 1\)\. Received: validation=1\.5$"),
+        (dict(validation="train"), ValueError, r"^validation must be 'test' or a fraction in \(0, 1\)\. Received: validation='train'$"),
+        (dict(label_smoothing=1.0), ValueError, r"Received: label_smoothing=1\.0$"),
+        (dict(optimizer="adma"), ValueError, r"Did you mean 'adam'\? Received: optimizer='adma'$"),
+        (
+            dict(schedule="cosine", warmup_epochs=3, epochs=3),
+            ValueError,
+            r"less than epochs with schedule='cosine'\. Received: warmup_epochs=3, epochs=3$",
+        ),
+    ],
+)
+def test_config_errors(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        TrainConfig(**kwargs)
+
+
+def test_make_config_errors():
+    with pytest.raises(ValueError, match=r"Did you mean 'strong'\? Received: recipe='strnog'$"):
+        make_config("strnog")
+    with pytest.raises(ValueError, match=r"^preset must be one of 'quick'\. Received: preset='fast'$"):
+        make_config(preset="fast")
+    with pytest.raises(ValueError, match=r"Did you mean epochs\? Received: epoch=3$"):
+        make_config(epoch=3)
+
+
+# --- data ------------------------------------------------------------------------------
+
+
+def test_stratified_subset_balances_classes():
+    y = np.repeat(np.arange(4), [50, 30, 12, 8])
+    keep = stratified_subset(y, 30, seed=1)
+    assert len(keep) == 30 and len(set(keep)) == 30 and np.all(np.diff(keep) > 0)
+    assert np.bincount(y[keep]).tolist() == [8, 8, 7, 7]
+    assert np.array_equal(keep, stratified_subset(y, 30, seed=1))
+    assert not np.array_equal(keep, stratified_subset(y, 30, seed=2))
+    assert np.bincount(y[stratified_subset(y, 90, seed=0)]).tolist() == [40, 30, 12, 8]  # small classes run out
+
+
+class _LoggedBatches(Batches):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reads = []
+
+    def __getitem__(self, index):
+        self.reads.append((self.fit_epoch, self.epoch))
+        return super().__getitem__(index)
+
+
+class _FitEpoch(keras.callbacks.Callback):
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.fit_epoch = epoch
+
+
+@pytest.mark.parametrize("initial_epoch", [0, 2])
+def test_epoch_e_of_fit_reads_data_epoch_e(initial_epoch):
+    data = synthetic_cifar10(train_per_class=8)
+    batches = _LoggedBatches(data.x_train, data.y_train, batch_size=8, augment=True)
+    batches.fit_epoch = None
+    model = _loop.build_model("vgg", tiny_config(), (32, 32, 3), 3, len(batches))
+    model.fit(batches, epochs=4, initial_epoch=initial_epoch, shuffle=False, verbose=0,
+              callbacks=[DataEpoch(batches), _FitEpoch(batches)])  # fmt: skip
+    during_fit = [(fit_epoch, epoch) for fit_epoch, epoch in batches.reads if fit_epoch is not None]
+    assert len(during_fit) == (4 - initial_epoch) * len(batches)
+    assert all(fit_epoch == epoch for fit_epoch, epoch in during_fit)
+
+
+def test_rich_progress_prints_a_line_per_epoch():
+    data = synthetic_cifar10(train_per_class=8)
+    batches = Batches(data.x_train, data.y_train, batch_size=8)
+    model = _loop.build_model("vgg", tiny_config(), (32, 32, 3), 3, len(batches))
+    log = EpochLog("vgg", len(data.y_train))
+    console = Console(file=io.StringIO(), width=200)
+    progress = _progress.RichProgress("vgg [1/1]", log, epochs=2, console=console)
+    model.fit(batches, validation_data=batches, epochs=2, shuffle=False, verbose=0, callbacks=[log, progress])
+    text = console.file.getvalue()
+    for row in log.rows:
+        assert f"vgg [1/1]  epoch {row['epoch']}/2  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}" in text
+    assert progress.progress is None  # stopped by on_train_end
+
+
+# --- runs ------------------------------------------------------------------------------
+
+
+def test_compare_writes_a_complete_run_folder(tmp_path, capsys):
+    folder = str(tmp_path / "run")
+    result = compare(["vgg", "vgg_separable"], tiny_config(), out=folder, quiet=True, data=synthetic_cifar10())
+    assert set(result.models) == {"vgg", "vgg_separable"}
+
+    for name in ("config.json", "history.csv", "results.json", "report.md", "report.html", "loss.png"):
+        assert os.path.isfile(os.path.join(folder, name)), name
+    for model in ("vgg", "vgg_separable"):
+        assert sorted(os.listdir(os.path.join(folder, model))) == ["best.keras", "final.keras", "state.json"]
+    assert leftovers(folder) == []
+
+    record = _run.read_json(os.path.join(folder, "config.json"))
+    assert record["models"] == ["vgg", "vgg_separable"]
+    assert TrainConfig.from_dict(record["config"]) == tiny_config()
+    assert record["environment"]["backend"] == keras.backend.backend()
+    assert {"device", "cpu", "python", "versions", "git", "command"} <= set(record["environment"])
+    assert "keras" in record["environment"]["versions"]
+    assert record["data"]["source"] == "synthetic test data"
+    assert record["data"]["validation"].startswith("the test set")
+    assert (record["data"]["train_images"], record["data"]["val_images"]) == (48, 36)
+
+    rows = read_history(folder)
+    assert list(rows[0]) == list(_run.HISTORY_COLUMNS)
+    assert [(r["model"], r["epoch"]) for r in rows] == [("vgg", "1"), ("vgg", "2"), ("vgg_separable", "1"), ("vgg_separable", "2")]
+    assert all(float(r["images_per_s"]) == pytest.approx(48 / float(r["epoch_time_s"]), rel=1e-4) for r in rows)
+    assert all(float(r["lr"]) == pytest.approx(1e-3) for r in rows)
+
+    results = _run.read_json(os.path.join(folder, "results.json"))["models"]
+    vgg = results[0]
+    assert vgg["params"] == keras.saving.load_model(os.path.join(folder, "vgg", "final.keras")).count_params()
+    assert vgg["best_val_accuracy"] == pytest.approx(max(float(r["val_accuracy"]) for r in rows[:2]), rel=1e-5)
+    assert vgg["timed_epochs"] == [2] and vgg["median_epoch_time_s"] == pytest.approx(float(rows[1]["epoch_time_s"]), rel=1e-4)
+    assert vgg["test_accuracy"] is None  # validation is the test set
+
+    out = capsys.readouterr().out
+    assert len(re.findall(r"^vgg \[1/2\]  epoch \d/2  loss", out, re.MULTILINE)) == 2
+
+
+def test_hold_out_validation_and_test_accuracy(tmp_path):
+    config = tiny_config(epochs=1, train_size=None, validation=0.2, val_size=9, optimizer="sgd", label_smoothing=0.1)
+    result = train("vgg", config, out=str(tmp_path / "run"), quiet=True, data=synthetic_cifar10(), report=False)
+    record = _run.read_json(str(tmp_path / "run" / "config.json"))
+    assert (record["data"]["train_images"], record["data"]["val_images"]) == (72, 9)
+    assert "hold-out" in record["data"]["validation"] and "subset of 9 images" in record["data"]["validation"]
+    assert 0.0 <= result.models["vgg"]["test_accuracy"] <= 1.0
+    assert result.models["vgg"]["timed_epochs"] == [1]
+
+
+def test_cosine_schedule_warms_up_then_decays(tmp_path):
+    config = tiny_config(epochs=3, schedule="cosine", warmup_epochs=1, lr=0.01, optimizer="adamw", weight_decay=0.01)
+    result = train("vgg", config, out=str(tmp_path / "run"), quiet=True, data=synthetic_cifar10(), report=False)
+    # 3 steps per epoch: warmup from lr/10 over steps 0-2, then 0.01 * (1 + cos(pi * t / 6)) / 2 for t = step - 3.
+    assert [row["lr"] for row in result.history["vgg"]] == pytest.approx([0.001, 0.01, 0.005], rel=1e-5)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_continues_an_interrupted_run(tmp_path, monkeypatch):
+    data, config = synthetic_cifar10(), tiny_config(epochs=3, augment=True)
+    reference = train("vgg", config, out=str(tmp_path / "reference"), quiet=True, data=data, report=False)
+
+    folder = str(tmp_path / "run")
+    original = _progress.EpochLines.on_epoch_end
+
+    def interrupt_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt  # after the epoch's checkpoint: EpochLines runs last
+
+    monkeypatch.setattr(_progress.EpochLines, "on_epoch_end", interrupt_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        compare(["vgg", "vgg_separable"], config, out=folder, quiet=True, data=data)
+    monkeypatch.undo()
+    assert [r["epoch"] for r in read_history(folder)] == ["1"]
+    assert sorted(os.listdir(os.path.join(folder, "vgg"))) == ["best.keras", "epoch-001.keras", "state.json"]
+    assert not os.path.exists(os.path.join(folder, "results.json"))
+    # Debris of a save interrupted mid-way: a temp file and a checkpoint state.json does not name.
+    for debris in (".epoch-002.keras.abc.tmp.keras", "epoch-002.keras"):
+        open(os.path.join(folder, "vgg", debris), "wb").close()
+
+    result = resume(folder, quiet=True, data=data)
+    rows = read_history(folder)
+    assert [(r["model"], r["epoch"]) for r in rows] == [("vgg", str(e)) for e in (1, 2, 3)] + [
+        ("vgg_separable", str(e)) for e in (1, 2, 3)
+    ]
+    assert sorted(os.listdir(os.path.join(folder, "vgg"))) == ["best.keras", "final.keras", "state.json"]
+    assert leftovers(folder) == []
+    assert os.path.isfile(os.path.join(folder, "report.html"))
+    assert len(_run.read_json(os.path.join(folder, "config.json"))["resumed"]) == 1
+    # Same data order, optimizer state and schedule as the uninterrupted run.
+    for resumed, uninterrupted in zip(result.history["vgg"], reference.history["vgg"]):
+        assert resumed["loss"] == pytest.approx(uninterrupted["loss"], rel=1e-4, abs=1e-5)
+        assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], rel=1e-4, abs=1e-5)
+
+
+def test_resume_refuses_other_data(tmp_path):
+    folder = str(tmp_path / "run")
+    train("vgg", tiny_config(epochs=1), out=folder, quiet=True, data=synthetic_cifar10(), report=False)
+    with pytest.raises(ValueError, match=r"^the data differ from those the run started with .*Received: resume="):
+        resume(folder, quiet=True, data=synthetic_cifar10(seed=1))
+
+
+def test_run_errors(tmp_path):
+    data = synthetic_cifar10()
+    with pytest.raises(ValueError, match=r"Did you mean vgg\? Received: model='vggg'$"):
+        train("vggg", tiny_config(), out=str(tmp_path / "a"), data=data)
+    with pytest.raises(ValueError, match=r"^model_names must be distinct"):
+        compare(["vgg", "vgg"], tiny_config(), out=str(tmp_path / "b"), data=data)
+    with pytest.raises(TypeError, match=r"^config must be a TrainConfig\. Received: config=dict$"):
+        train("vgg", {"epochs": 1}, out=str(tmp_path / "c"), data=data)
+    with pytest.raises(FileNotFoundError, match=r"holding config\.json\. Received: resume="):
+        resume(str(tmp_path / "nothing"))
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"^out already holds a run.*Received: out="):
+        train("vgg", tiny_config(), out=str(tmp_path / "taken"), data=data)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    model = _loop.build_model("vgg", tiny_config(), (32, 32, 3), 3, 3)
+    path = str(tmp_path / "epoch-001.keras")
+    _run.save_model(model, path)
+    before = open(path, "rb").read()
+
+    def crash(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(keras.Model, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        _run.save_model(model, path)
+    assert open(path, "rb").read() == before
+    assert os.listdir(tmp_path) == ["epoch-001.keras"]
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_real_cifar10_copy(tmp_path):
+    source = shared_cifar10()
+    config = make_config("tutorial", preset="quick", train_size=100, val_size=50, epochs=1, batch_size=50, data=source)
+    result = train("vgg_separable", config, out=str(tmp_path / "run"), quiet=True)
+    record = _run.read_json(str(tmp_path / "run" / "config.json"))
+    assert "cifar10-jpeg" in record["data"]["source"] and record["data"]["val_images"] == 50
+    assert result.models["vgg_separable"]["params"] == 174_821
+    assert "quick preset" in open(tmp_path / "run" / "report.md").read().lower()
