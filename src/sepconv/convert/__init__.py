@@ -1,0 +1,31 @@
+"""Trained convolutions as depthwise separable ones, keeping what was learned.
+
+```python
+from sepconv.convert import convert, render_report
+
+new_model, report = convert(model, energy=0.95, calibration=x_val[:64])
+rich.print(render_report(report))
+```
+
+Each Keras `Conv1D`/`Conv2D` with a kernel larger than 1x1 becomes a
+`DepthwiseSeparableConv1D`/`2D` initialized by Network Decoupling (Guo et al.,
+BMVC 2018, arXiv:1808.05517): exact at full rank, the best per-channel
+low-rank approximation below it. `finetune` trains the result a little.
+"""
+
+from sepconv.convert._convert import convert
+from sepconv.convert._factorize import factorize, full_rank, singular_values
+from sepconv.convert._finetune import finetune
+from sepconv.convert._report import ConversionReport, ConvertedLayer, SkippedLayer, render_report
+
+__all__ = [
+    "ConversionReport",
+    "ConvertedLayer",
+    "SkippedLayer",
+    "convert",
+    "factorize",
+    "finetune",
+    "full_rank",
+    "render_report",
+    "singular_values",
+]

@@ -1,0 +1,166 @@
+"""What `convert` did: one row per converted layer, the skipped layers, totals."""
+
+import dataclasses
+import math
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from sepconv.analysis import format_count
+
+__all__ = ["ConversionReport", "ConvertedLayer", "SkippedLayer", "render_report"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertedLayer:
+    """One convolution replaced by a depthwise separable layer.
+
+    `rank` is the new layer's depth multiplier; at `full_rank` (``min(K, N)``)
+    the conversion is exact. `energy` is the fraction of the kernel's squared
+    Frobenius norm kept, so `kernel_error` ``= sqrt(1 - energy)`` is the
+    kernel's relative Frobenius error. `output_error` is the layer's relative
+    output error on the calibration data (None when not measured). MACs are
+    per sample, summed over the layer's calls; None when shapes are unknown.
+    """
+
+    name: str
+    class_name: str
+    kernel_size: tuple
+    in_channels: int
+    filters: int
+    rank: int
+    full_rank: int
+    params_before: int
+    params_after: int
+    macs_before: int | None
+    macs_after: int | None
+    energy: float
+    output_error: float | None
+    notes: tuple = ()
+
+    @property
+    def kernel_error(self):
+        return math.sqrt(max(0.0, 1.0 - self.energy))
+
+    def to_dict(self):
+        row = dataclasses.asdict(self)
+        row.update(kernel_size=list(self.kernel_size), notes=list(self.notes), kernel_error=self.kernel_error)
+        return row
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedLayer:
+    """A convolution layer left as it is, and why."""
+
+    name: str
+    class_name: str
+    reason: str
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversionReport:
+    """The result of `sepconv.convert.convert` besides the model.
+
+    `rule` names how ranks were chosen; `calibration` where output errors come
+    from; `counting` how parameters and MACs were counted. Model totals
+    (`params_*`, `macs_*`) cover every layer; `macs_*` are None when the
+    model's shapes are not fully known.
+    """
+
+    model_name: str
+    rule: str
+    layers: tuple
+    skipped: tuple
+    params_before: int
+    params_after: int
+    macs_before: int | None
+    macs_after: int | None
+    calibration: str
+    counting: str
+
+    def to_dict(self):
+        """A JSON-ready dictionary of everything in the report."""
+        return {
+            "model_name": self.model_name,
+            "rule": self.rule,
+            "calibration": self.calibration,
+            "counting": self.counting,
+            "totals": {
+                "params_before": self.params_before,
+                "params_after": self.params_after,
+                "params_ratio": self.params_after / self.params_before if self.params_before else None,
+                "macs_before": self.macs_before,
+                "macs_after": self.macs_after,
+                "macs_ratio": _ratio(self.macs_after, self.macs_before),
+            },
+            "layers": [layer.to_dict() for layer in self.layers],
+            "skipped": [layer.to_dict() for layer in self.skipped],
+        }
+
+
+def _ratio(after, before):
+    return None if after is None or before in (None, 0) else after / before
+
+
+def _change(before, after):
+    if before is None or after is None:
+        return "-"
+    return f"{format_count(before)} -> {format_count(after)}"
+
+
+def _fraction(value):
+    return "-" if value is None else f"{value:.2e}" if value < 1e-3 else f"{value:.4f}"
+
+
+def render_report(report):
+    """A printable `rich` group: converted layers, skipped layers, totals and notes."""
+    table = Table(title=f"{report.model_name}: convolutions -> depthwise separable ({report.rule})")
+    for header, justify in (
+        ("Layer", "left"),
+        ("Kernel", "left"),
+        ("Rank", "right"),
+        ("Params", "right"),
+        ("MACs", "right"),
+        ("Energy kept", "right"),
+        ("Kernel error", "right"),
+        ("Output error", "right"),
+    ):
+        table.add_column(header, justify=justify, overflow="fold")
+    for row in report.layers:
+        kernel = "x".join(map(str, row.kernel_size)) + f", {row.in_channels}->{row.filters}"
+        table.add_row(
+            row.name,
+            kernel,
+            f"{row.rank}/{row.full_rank}",
+            _change(row.params_before, row.params_after),
+            _change(row.macs_before, row.macs_after),
+            f"{row.energy:.4f}",
+            _fraction(row.kernel_error),
+            _fraction(row.output_error),
+        )
+    parts = [table]
+    if report.skipped:
+        skipped = Table(title="Left as they are")
+        for header in ("Layer", "Type", "Reason"):
+            skipped.add_column(header, overflow="fold")
+        for row in report.skipped:
+            skipped.add_row(row.name, row.class_name, row.reason)
+        parts.append(skipped)
+    totals = report.to_dict()["totals"]
+    notes = [
+        f"Model params: {report.params_before:,} -> {report.params_after:,} (x{totals['params_ratio']:.4f})",
+        "Model MACs: "
+        + (
+            f"{report.macs_before:,} -> {report.macs_after:,} (x{totals['macs_ratio']:.4f})"
+            if totals["macs_ratio"] is not None
+            else "not counted (input shape unknown)"
+        ),
+        f"Rank = depth multiplier; full rank = min(kernel taps, filters) is exact. Calibration: {report.calibration}",
+        f"Counting: {report.counting}",
+    ]
+    notes += [f"{row.name}: {note}" for row in report.layers for note in row.notes]
+    return Group(*parts, *(Text(note) for note in notes))

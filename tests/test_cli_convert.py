@@ -1,0 +1,190 @@
+"""`sepconv convert` on the command line: outputs, saved files and pinned errors."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from sepconv.cli import main
+from sepconv.layers import DepthwiseSeparableConv2D
+
+
+def numpy(x):
+    return keras.ops.convert_to_numpy(x).astype(np.float64)
+
+
+def small_model(rng, name="small"):
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_a")(inputs)
+    x = keras.layers.Conv2D(4, 1, name="pointwise")(x)
+    x = keras.layers.Conv2D(5, 3, strides=2, name="conv_b")(x)
+    model = keras.Model(inputs, x, name=name)
+    model.set_weights([rng.normal(scale=0.3, size=w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+@pytest.fixture
+def saved(tmp_path, rng):
+    model = small_model(rng)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    return model, path
+
+
+def run(argv, capsys):
+    code = main(["convert", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_exact_conversion_prints_the_report_and_saves_the_model(saved, tmp_path, capsys, rng):
+    model, path = saved
+    out_path = str(tmp_path / "converted.keras")
+    code, out, err = run([path, out_path], capsys)
+    assert (code, err) == (0, "")
+    assert "conv_a" in out and "1x1 kernel: already a pointwise convolution" in out
+    assert "Calibration: 8 random samples from N(0, 1) (no calibration data given)" in out
+    assert f"Saved {out_path}" in out
+    assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []  # no temporary left
+    loaded = keras.saving.load_model(out_path, safe_mode=True)
+    assert type(loaded.get_layer("conv_a")) is DepthwiseSeparableConv2D
+    x = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    expected = numpy(model(x))
+    assert np.linalg.norm(numpy(loaded(x)) - expected) / np.linalg.norm(expected) < 1e-4
+
+
+def test_json_report_with_rank_and_filters(saved, tmp_path, capsys):
+    _, path = saved
+    out_path = str(tmp_path / "out.keras")
+    code, out, _ = run([path, out_path, "--rank", "2", "--exclude", "conv_b", "--json"], capsys)
+    assert code == 0
+    report = json.loads(out)["report"]
+    assert report["rule"] == "rank=2"
+    assert [(row["name"], row["rank"]) for row in report["layers"]] == [("conv_a", 2)]
+    assert {row["name"]: row["reason"] for row in report["skipped"]}["conv_b"] == "excluded by exclude pattern 'conv_b'"
+    assert keras.saving.load_model(out_path).get_layer("conv_a").depth_multiplier == 2
+
+
+def test_calibration_data_from_a_npy_file(saved, tmp_path, capsys, rng):
+    _, path = saved
+    data = str(tmp_path / "calibration.npy")
+    np.save(data, rng.normal(size=(10, 8, 8, 3)).astype("float32"))
+    argv = [path, str(tmp_path / "o.keras"), "--energy", "0.9", "--calibration-data", data, "--calibration-size", "6"]
+    code, out, _ = run([*argv, "--json"], capsys)
+    report = json.loads(out)["report"]
+    assert code == 0 and report["calibration"] == "6 samples given"
+    assert all(row["output_error"] is not None for row in report["layers"])
+
+
+def test_no_calibration(saved, tmp_path, capsys):
+    _, path = saved
+    code, out, _ = run([path, str(tmp_path / "o.keras"), "--no-calibration", "--json"], capsys)
+    report = json.loads(out)["report"]
+    assert code == 0 and report["calibration"] == "not measured (calibration=None)"
+    assert [row["output_error"] for row in report["layers"]] == [None, None]
+
+
+def test_budget_on_macs(saved, tmp_path, capsys):
+    _, path = saved
+    argv = [path, str(tmp_path / "o.keras"), "--budget", "0.8", "--budget-metric", "macs", "--json"]
+    code, out, _ = run(argv, capsys)
+    totals = json.loads(out)["report"]["totals"]
+    assert code == 0 and totals["macs_after"] <= 0.8 * totals["macs_before"]
+
+
+def test_unsafe_is_needed_for_lambda_layers(tmp_path, capsys):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv")(x))
+    path = str(tmp_path / "lambda.keras")
+    model.save(path)
+    out_path = str(tmp_path / "o.keras")
+    code, _, err = run([path, out_path], capsys)
+    assert code == 2
+    assert err.startswith("sepconv convert: error: Not a loadable Keras model file (.keras): ")
+    assert err.rstrip().endswith(f"(pass --unsafe to load it, only if you trust the file). Received: IN={path}")
+    code, _, err = run([path, out_path, "--unsafe"], capsys)
+    assert (code, err) == (0, "")
+
+
+def test_errors_are_one_line_with_exit_code_2(saved, tmp_path, capsys):
+    _, path = saved
+    out_path = str(tmp_path / "o.keras")
+    not_a_model = tmp_path / "text.keras"
+    not_a_model.write_text("hello")
+    pointwise_only = str(tmp_path / "pointwise.keras")
+    inputs = keras.Input((8, 8, 3))
+    keras.Model(inputs, keras.layers.Conv2D(4, 1, name="pw")(inputs), name="pw_only").save(pointwise_only)
+    missing = str(tmp_path / "missing.keras")
+    cases = [
+        ([missing, out_path], f"No such model file. Received: IN={missing}"),
+        ([str(not_a_model), out_path], None),
+        ([path, str(tmp_path / "o.h5")], f"OUT must be a .keras file. Received: OUT={tmp_path / 'o.h5'}"),
+        ([path, out_path, "--rank", "0"], "--rank must be a positive integer. Received: --rank=0"),
+        ([path, out_path, "--rank", "two"], "--rank must be a positive integer. Received: --rank=two"),
+        ([path, out_path, "--energy", "1.5"], "--energy must be in (0, 1]. Received: --energy=1.5"),
+        ([path, out_path, "--energy", "0"], "--energy must be in (0, 1]. Received: --energy=0"),
+        ([path, out_path, "--budget", "x"], "--budget must be a number. Received: --budget=x"),
+        (
+            [path, out_path, "--finetune-epochs", "2"],
+            "--finetune-epochs needs --data PATH (a CIFAR-10 copy). Received: --finetune-epochs=2",
+        ),
+        (
+            [path, out_path, "--finetune-epochs", "1", "--data", "d", "--learning-rate", "-1"],
+            "--learning-rate must be positive. Received: --learning-rate=-1",
+        ),
+        (
+            [path, out_path, "--calibration-data", str(tmp_path / "x.npy")],
+            f"No such calibration file. Received: --calibration-data={tmp_path / 'x.npy'}",
+        ),
+        (
+            [path, out_path, "--include", "nothing*"],
+            "include pattern 'nothing*' matches no layer name, path or class of model 'small'. "
+            "Received: include='nothing*'",
+        ),
+        (
+            [pointwise_only, out_path],
+            "Nothing to convert: no Conv1D/Conv2D layer with groups=1 and a kernel larger than 1x1 is selected. "
+            "Skipped: 'pw': 1x1 kernel: already a pointwise convolution. Received: model=pw_only",
+        ),
+    ]
+    for argv, message in cases:
+        code, out, err = run(argv, capsys)
+        assert code == 2 and out == ""
+        assert err.count("\n") == 1
+        if message is None:
+            assert err.startswith("sepconv convert: error: Not a loadable Keras model file (.keras): ")
+            assert err.rstrip().endswith(f"Received: IN={not_a_model}")
+        else:
+            assert err == f"sepconv convert: error: {message}\n"
+    assert not os.path.exists(out_path)
+
+
+def test_rank_and_energy_are_exclusive(saved, tmp_path, capsys):
+    _, path = saved
+    with pytest.raises(SystemExit) as exit_info:
+        main(["convert", path, str(tmp_path / "o.keras"), "--rank", "2", "--energy", "0.9"])
+    assert exit_info.value.code == 2
+    assert "argument --energy: not allowed with argument --rank" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_finetune_on_cifar10(tmp_path, capsys):
+    from conftest import shared_cifar10
+
+    data = shared_cifar10()
+    from sepconv.models import create_model
+
+    path = str(tmp_path / "vgg.keras")
+    create_model("vgg", blocks=((8, 1), (16, 1))).save(path)
+    argv = [path, str(tmp_path / "o.keras"), "--rank", "2", "--finetune-epochs", "1", "--data", data, "--json"]
+    code, out, _ = run([*argv, "--train-size", "500", "--calibration-data", data, "--calibration-size", "16"], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result["report"]["calibration"] == "16 samples given"
+    tuned = result["finetune"]
+    assert tuned["train_images"] == 500 and len(tuned["history"]["loss"]) == 1
+    assert 0 <= tuned["accuracy"]["finetuned"] <= 1
