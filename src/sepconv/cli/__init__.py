@@ -9,12 +9,8 @@ line on stderr and exit code 2; ``--debug`` shows the traceback instead.
 
 import argparse
 import importlib
-import os
 import pkgutil
 import sys
-
-# TensorFlow's C++ start-up notices are noise on a command line.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The order `sepconv --help` lists the commands in; others follow by name.
 _ORDER = ("count", "summary", "train", "compare", "convert", "bench")
