@@ -7,7 +7,6 @@ Parameter counts are checked against Keras' own `count_params()`.
 """
 
 import json
-import math
 
 import keras
 import pytest

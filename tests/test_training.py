@@ -16,6 +16,7 @@ import pytest
 from rich.console import Console
 
 from conftest import shared_cifar10
+from sepconv._atomic import save_model
 from sepconv.data import Batches, Cifar10
 from sepconv.training import TrainConfig, compare, make_config, resume, train
 from sepconv.training import _loop, _progress, _run
@@ -291,7 +292,7 @@ def test_run_errors(tmp_path):
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     model = _loop.build_model("vgg", tiny_config(), (32, 32, 3), 3, 3)
     path = str(tmp_path / "epoch-001.keras")
-    _run.save_model(model, path)
+    save_model(model, path)
     before = open(path, "rb").read()
 
     def crash(self, filepath, *args, **kwargs):
@@ -301,7 +302,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(keras.Model, "save", crash)
     with pytest.raises(OSError, match="disk full"):
-        _run.save_model(model, path)
+        save_model(model, path)
     assert open(path, "rb").read() == before
     assert os.listdir(tmp_path) == ["epoch-001.keras"]
 

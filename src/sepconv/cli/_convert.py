@@ -9,12 +9,12 @@ optionally fine-tunes on CIFAR-10, and saves OUT atomically.
 
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 from rich.console import Console
 
+from sepconv._atomic import save_model
 from sepconv.cli._count import parse_positive
 
 
@@ -81,19 +81,6 @@ def load_model(path, unsafe=False):
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         hint = " (pass --unsafe to load it, only if you trust the file)" if "safe_mode" in str(error) else ""
         raise ValueError(f"Not a loadable Keras model file (.keras): {reason}{hint}. Received: IN={path}") from error
-
-
-def save_model(model, path):
-    """Saves to a temporary file next to `path`, then renames it over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".sepconv-convert-", suffix=".keras", dir=folder)
-    os.close(handle)
-    try:
-        model.save(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def _image_format(model):

@@ -9,11 +9,11 @@ cannot be read or fails the shape checks is treated as missing and rebuilt.
 
 import hashlib
 import os
-import tempfile
 import warnings
 
 import numpy as np
 
+from sepconv._atomic import atomic_path
 from sepconv.data._archive import walk_folder
 
 # Bump when the decoded arrays or the fields stored would change for the same source.
@@ -70,24 +70,12 @@ def load(path):
 
 def save(path, **fields):
     """Writes the cache atomically; warns instead of failing when it cannot."""
-    folder = os.path.dirname(path)
     try:
-        os.makedirs(folder, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    except OSError as err:
-        warnings.warn(f"could not write the CIFAR-10 cache in {folder} ({err})", stacklevel=3)
-        return
-    try:
-        with os.fdopen(handle, "wb") as f:
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; the arrays are public data
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with atomic_path(path, suffix=".npz") as tmp, open(tmp, "xb") as f:
             _write(f, fields)
-        os.replace(tmp, path)
-    except BaseException as err:
-        os.unlink(tmp)
-        if not isinstance(err, OSError):
-            raise
+    except OSError as err:
         warnings.warn(f"could not write the CIFAR-10 cache {path} ({err})", stacklevel=3)
-
 
 def _write(f, fields):
     arrays = {k: np.asarray(v) for k, v in fields.items()}

@@ -16,7 +16,8 @@ from sepconv.report._content import report_blocks
 from sepconv.report._html import render_html
 from sepconv.report._markdown import render_markdown
 from sepconv.report._plots import write_plots
-from sepconv.report._run import Run, load_run, write_bytes
+from sepconv._atomic import write_bytes
+from sepconv.report._run import Run, load_run
 
 
 def write_report(folder):

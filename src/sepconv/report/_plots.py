@@ -10,7 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from sepconv.report._run import write_bytes
+from sepconv._atomic import write_bytes
 
 _DPI = 110
 

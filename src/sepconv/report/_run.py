@@ -4,7 +4,7 @@ import csv
 import dataclasses
 import json
 import os
-import secrets
+
 
 _NUMBERS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_time_s", "images_per_s", "lr")
 
@@ -50,14 +50,3 @@ def load_run(folder):
     return Run(folder=folder, record=record, results=results["models"], notes=results["notes"], history=history)
 
 
-def write_bytes(path, data):
-    """Writes `data` to a temporary file next to `path`, then renames it over `path`."""
-    folder, name = os.path.split(os.path.abspath(path))
-    temp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(temp, "xb") as f:
-            f.write(data)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)

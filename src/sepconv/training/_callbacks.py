@@ -5,6 +5,7 @@ import time
 
 import keras
 
+from sepconv._atomic import save_model
 from sepconv.training import _run
 
 
@@ -91,7 +92,7 @@ class Checkpoint(keras.callbacks.Callback):
         row = self.log.rows[-1]
         previous = self.state.get("checkpoint")
         name = f"epoch-{epoch + 1:03d}.keras"
-        _run.save_model(self.model, os.path.join(self.folder, name))
+        save_model(self.model, os.path.join(self.folder, name))
         if self.state.get("best_epoch") is None or row["val_accuracy"] > self.state["best_val_accuracy"]:
             _run.copy_file(os.path.join(self.folder, name), os.path.join(self.folder, "best.keras"))
             self.state.update(best_epoch=row["epoch"], best_val_accuracy=row["val_accuracy"])

@@ -21,9 +21,10 @@ import os
 import platform
 import re
 import shutil
-import secrets
 import subprocess
 import sys
+
+from sepconv._atomic import atomic_path, write_text
 
 HISTORY_COLUMNS = (
     "model",
@@ -57,23 +58,6 @@ def check_new_folder(path):
 # --- atomic writes ---------------------------------------------------------------------
 
 
-def _temporary(path, suffix=""):
-    """A fresh name next to `path`: `.<name>.<random>.tmp<suffix>` (not created yet)."""
-    folder, name = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp{suffix}")
-
-
-def write_text(path, text):
-    temp = _temporary(path)
-    try:
-        with open(temp, "x", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
-
-
 def write_json(path, value):
     write_text(path, json.dumps(value, indent=2) + "\n")
 
@@ -83,25 +67,9 @@ def read_json(path):
         return json.load(f)
 
 
-def save_model(model, path):
-    """`model.save(path)` (weights, architecture, compile config and optimizer state), atomically."""
-    temp = _temporary(path, suffix=".keras")  # Keras insists on the .keras extension
-    try:
-        model.save(temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
-
-
 def copy_file(source, path):
-    temp = _temporary(path)
-    try:
+    with atomic_path(path) as temp:
         shutil.copyfile(source, temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def remove_temporaries(folder):
