@@ -1,11 +1,11 @@
 """Portable depthwise/pointwise formulations written with `keras.ops` only.
 
-Every fast path is tested for equality against `depthwise_native` and
-`depthwise_shifted`; both run on every backend and device.
+They run on every backend and device; the backend fast paths (`_jax.py`,
+`_torch.py`) reuse their helpers. `tests/test_kernels.py` checks every
+implementation, forward and gradients, against numpy references.
 """
 
 import itertools
-import math
 
 import keras
 from keras import ops
@@ -80,47 +80,76 @@ def depthwise_native(x, kernel, strides, padding, data_format, dilation_rate):
     return full[(slice(None), slice(None), *window)]
 
 
-def depthwise_shifted(x, kernel, strides, padding, data_format, dilation_rate):
-    """Depthwise convolution as a sum of shifted, strided slices times weights.
+def shifted_windows(x, kernel_shape, strides, padding, data_format, dilation_rate):
+    """The input and per-tap windows of a depthwise convolution as shifted slices.
 
-    One multiply-add per kernel tap over the whole tensor: no im2col, no
-    grouped-convolution kernel. Needs static spatial sizes.
+    Returns `(x, windows)`: `x` padded for 'same' and, for a depth multiplier
+    M > 1, with each channel repeated M times (channel c -> c*M .. c*M+M-1);
+    `windows[t]` indexes the strided slice of `x` that kernel tap `t` (taps in
+    row-major order of `kernel_size`) multiplies. Works in either data format;
+    needs static spatial sizes.
     """
+    x = ops.convert_to_tensor(x)
     rank = len(strides)
-    *kernel_size, channels, multiplier = kernel.shape
-    if data_format == "channels_first":
-        x = ops.moveaxis(x, 1, -1)
-    sizes = tuple(x.shape[1:-1])
+    *kernel_size, _, multiplier = kernel_shape
+    first = 1 if data_format == "channels_last" else 2
+    sizes = tuple(x.shape[first : first + rank])
     if any(size is None for size in sizes):
-        raise ValueError(f"depthwise_shifted needs static spatial sizes. Received: input_shape={tuple(x.shape)}")
+        raise ValueError(
+            f"The shifted depthwise formulation needs static spatial sizes. Received: input_shape={tuple(x.shape)}"
+        )
     if padding == "same":
         pads = [same_padding(n, k, s, d) for n, k, s, d in zip(sizes, kernel_size, strides, dilation_rate)]
         if any(p != (0, 0) for p in pads):
-            x = ops.pad(x, [(0, 0), *pads, (0, 0)])
+            widths = [(0, 0), *pads, (0, 0)] if data_format == "channels_last" else [(0, 0), (0, 0), *pads]
+            x = ops.pad(x, widths)
             sizes = tuple(n + a + b for n, (a, b) in zip(sizes, pads))
-    out = [output_length(n, k, s, d, "valid") for n, k, s, d in zip(sizes, kernel_size, strides, dilation_rate)]
     if multiplier > 1:
-        x = ops.repeat(x, multiplier, axis=-1)  # channel c -> c*M .. c*M+M-1
-    taps = ops.reshape(kernel, (math.prod(kernel_size), channels * multiplier))
+        x = ops.repeat(x, multiplier, axis=-1 if data_format == "channels_last" else 1)
+    out = [output_length(n, k, s, d, "valid") for n, k, s, d in zip(sizes, kernel_size, strides, dilation_rate)]
+    lead = (slice(None),) * first
+    windows = [
+        lead + tuple(slice(t * d, t * d + (o - 1) * s + 1, s) for t, d, o, s in zip(tap, dilation_rate, out, strides))
+        for tap in itertools.product(*(range(k) for k in kernel_size))
+    ]
+    return x, windows
+
+
+def tap_weights(kernel, rank, data_format):
+    """Kernel `(k..., C, M)` as `(taps, C*M)` rows, shaped to broadcast over a window."""
+    taps = ops.reshape(kernel, (-1, kernel.shape[-2] * kernel.shape[-1]))
+    if data_format == "channels_first":
+        taps = ops.reshape(taps, (taps.shape[0], -1) + (1,) * rank)
+    return taps
+
+
+def depthwise_shifted(x, kernel, strides, padding, data_format, dilation_rate):
+    """Depthwise convolution as a sum of shifted, strided slices times weights.
+
+    One multiply-add per kernel tap over the whole tensor, in the tensor's
+    own data format: no im2col, no grouped-convolution kernel, no transpose.
+    A compiler (XLA) fuses the taps into one loop; eager backends run one
+    pass per tap. Needs static spatial sizes.
+    """
+    strides, dilation_rate = tuple(strides), tuple(dilation_rate)
+    x, windows = shifted_windows(x, kernel.shape, strides, padding, data_format, dilation_rate)
+    taps = tap_weights(kernel, len(strides), data_format)
     result = None
-    for index, tap in enumerate(itertools.product(*(range(k) for k in kernel_size))):
-        window = (slice(None),) + tuple(
-            slice(t * d, t * d + (o - 1) * s + 1, s) for t, d, o, s in zip(tap, dilation_rate, out, strides)
-        )
+    for index, window in enumerate(windows):
         term = x[window] * taps[index]
         result = term if result is None else result + term
-    if data_format == "channels_first":
-        result = ops.moveaxis(result, -1, 1)
     return result
 
 
-def pointwise(x, kernel, data_format):
-    """1x1 convolution: a matmul over the channel axis."""
+def pointwise(x, kernel, data_format, bias=None):
+    """1x1 convolution (+ bias): a matmul over the channel axis."""
     in_channels, filters = kernel.shape[-2], kernel.shape[-1]
     matrix = ops.reshape(kernel, (in_channels, filters))
     if data_format == "channels_last":
-        return ops.matmul(x, matrix)
-    return ops.moveaxis(ops.matmul(ops.moveaxis(x, 1, -1), matrix), -1, 1)
+        y = ops.matmul(x, matrix)
+    else:
+        y = ops.moveaxis(ops.matmul(ops.moveaxis(x, 1, -1), matrix), -1, 1)
+    return y if bias is None else add_bias(y, bias, data_format)
 
 
 def add_bias(x, bias, data_format):

@@ -1,0 +1,27 @@
+"""Timing that explains itself: `sepconv bench layer | model | tune`.
+
+Every figure is a median over synchronized repeats after warm-up, measured
+next to Keras' built-in layer and a memory copy of the same tensor in the
+same run, with the machine's measured matmul peak, so each result says how
+close it is to what the hardware allows and whether memory or compute
+bounds it.
+"""
+
+from sepconv.bench._layer import LayerBenchConfig
+from sepconv.bench._layer import run as run_layer_bench
+from sepconv.bench._model import ModelBenchConfig
+from sepconv.bench._model import run as run_model_bench
+from sepconv.bench._timing import Timing, measure, measure_interleaved, sync
+from sepconv.bench._tune import autotune
+
+__all__ = [
+    "LayerBenchConfig",
+    "ModelBenchConfig",
+    "Timing",
+    "autotune",
+    "measure",
+    "measure_interleaved",
+    "run_layer_bench",
+    "run_model_bench",
+    "sync",
+]

@@ -1,0 +1,153 @@
+"""`sepconv bench model`: images/s of registry models, training and inference.
+
+Each model is compiled as a user would (`model.compile(optimizer, loss)`,
+`jit_compile` left to Keras' per-backend default) and fed one fixed
+synthetic batch. Training times `model.train_on_batch` (forward, backward,
+optimizer update: what each step of `fit` runs), inference times
+`model.predict_on_batch`; both return numpy values, so every timed call has
+finished. Models alternate call by call, so their ratios share the load.
+FLOPs per image are 2 x the forward MACs of `sepconv.analysis.profile_model`
+(x3 for a training step).
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from sepconv import _validation, analysis, kernels, models
+from sepconv.bench import _environment, _timing
+
+MODES = ("train", "inference")
+BACKWARD_FACTOR = 3
+
+
+@dataclasses.dataclass
+class ModelBenchConfig:
+    models: tuple = ("vgg", "vgg_separable", "vgg_keras_separable")
+    batch_size: int = 128
+    modes: tuple = MODES
+    dtype_policy: str = "float32"
+    optimizer: str = "adam"
+    implementation: str = "auto"
+    warmup: int = 2
+    repeats: int = 7
+    matmul_size: int = 2048
+    seed: int = 0
+
+    def validate(self):
+        if not self.models:
+            raise ValueError(f"models must not be empty. Received: models={self.models!r}")
+        known = models.list_models()
+        for name in self.models:
+            if name not in known:
+                models.create_model(name)  # raises, listing the known names and close matches
+        for mode in self.modes:
+            _validation.choice(mode, MODES, "mode")
+        _validation.choice(self.dtype_policy, ("float32", "bfloat16", "mixed_bfloat16"), "dtype_policy")
+        _validation.choice(self.implementation, kernels.available_implementations(), "implementation")
+        for name in ("batch_size", "repeats", "matmul_size"):
+            _validation.positive_int(getattr(self, name), name)
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 1:
+            raise ValueError(
+                f"warmup must be a positive integer (the first call compiles). Received: warmup={self.warmup!r}"
+            )
+        return self
+
+
+def _batch(model, batch_size, rng):
+    shape = (batch_size, *model.input_shape[1:])
+    x = rng.uniform(size=shape).astype("float32")
+    y = rng.integers(0, model.output_shape[-1], size=(batch_size,))
+    return x, y
+
+
+def _prepare(name, config, rng):
+    model = models.create_model(name)
+    model.compile(optimizer=config.optimizer, loss="sparse_categorical_crossentropy")
+    x, y = _batch(model, config.batch_size, rng)
+    profile = analysis.profile_model(model, batch_size=1)
+    with kernels.record_depthwise_calls() as calls:
+        for _ in range(config.warmup):
+            if "train" in config.modes:
+                model.train_on_batch(x, y)
+            if "inference" in config.modes:
+                model.predict_on_batch(x)
+    used = sorted({call["implementation"] for call in calls})
+    functions = {
+        "train": lambda: model.train_on_batch(x, y),
+        "inference": lambda: model.predict_on_batch(x),
+    }
+    info = {
+        "model": name,
+        "params": model.count_params(),
+        "macs_per_image": profile.macs,
+        "not_counted": list(profile.not_counted),
+        "depthwise_implementations": used,
+        "depthwise_calls": len(calls),
+    }
+    return info, functions
+
+
+def _record(info, mode, timing, timings, peak, config):
+    images_per_s = config.batch_size / timing.median
+    factor = BACKWARD_FACTOR if mode == "train" else 1
+    macs = info["macs_per_image"]
+    flops = 2 * macs * factor if macs is not None else None
+    achieved = flops * images_per_s if flops else None
+    return {
+        **info,
+        "mode": mode,
+        "batch_size": config.batch_size,
+        "step": timing.to_dict(),
+        "images_per_s": images_per_s,
+        "images_per_s_q1_q3": [config.batch_size / t for t in reversed(timing.quartiles)],
+        "speedup_vs_first": timings[config.models[0]].median / timing.median,
+        "flops_per_image": flops,
+        "gflops_per_s": achieved / 1e9 if achieved else None,
+        "fraction_of_matmul_peak": achieved / (peak["gflops_per_s"] * 1e9) if achieved else None,
+    }
+
+
+def run(config, progress=None):
+    """Runs the model benchmark; returns a JSON-ready dict (environment, machine, config, results)."""
+    config.validate()
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(config.dtype_policy)
+    try:
+        with kernels.use_depthwise_implementation(config.implementation):
+            rng = np.random.default_rng(config.seed)
+            before = _environment.peak_matmul(config.matmul_size, "float32", 2, config.repeats)
+            prepared = {}
+            for name in config.models:
+                if progress:
+                    progress(f"compiling {name}")
+                prepared[name] = _prepare(name, config, rng)
+            timings = {}
+            for mode in config.modes:
+                if progress:
+                    progress(f"timing {mode}")
+                functions = {name: functions[mode] for name, (_, functions) in prepared.items()}
+                timings[mode] = _timing.measure_interleaved(functions, warmup=0, repeats=config.repeats)
+            after = _environment.peak_matmul(config.matmul_size, "float32", 0, config.repeats)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    peak = _environment.best_peak(before, after)
+    results = [
+        _record(prepared[name][0], mode, timing, timings[mode], peak, config)
+        for mode in timings
+        for name, timing in timings[mode].items()
+    ]
+    return {
+        "benchmark": "model",
+        "environment": _environment.environment(),
+        "config": dataclasses.asdict(config),
+        "machine": {"matmul": {"float32": peak}},
+        "conventions": {
+            "macs": analysis.MAC_CONVENTION,
+            "train_flops": "3 x forward FLOPs per image (forward, input gradients, weight gradients)",
+            "timings": "median and quartiles of `repeats` calls after `warmup` calls, models alternating",
+            "speedup_vs_first": f"step time of {config.models[0]} / step time of the model",
+        },
+        "results": results,
+    }

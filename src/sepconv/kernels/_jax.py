@@ -1,0 +1,72 @@
+"""JAX fast path: shifted multiply-adds with a hand-written gradient.
+
+XLA:CPU lowers a grouped convolution (`feature_group_count=C`) and, worse,
+its filter gradient (`batch_group_count=C`) to slow generic loops; the
+shifted formulation fuses into one elementwise loop instead. Autodiff of it
+is still slow for the kernel gradient: it materializes one shifted copy of
+the input per tap and reduces each with a generic reduction over
+(batch, *spatial). The custom VJP below keeps autodiff for the input
+gradient (one fused loop) and writes the kernel gradient as a pairwise sum
+over the batch, an elementwise loop XLA:CPU vectorizes and parallelizes,
+followed by a small reduction over the spatial positions.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from keras import ops
+
+from sepconv.kernels import _portable
+
+
+def _forward(x, kernel, strides, padding, data_format, dilation_rate):
+    return _portable.depthwise_shifted(x, kernel, strides, padding, data_format, dilation_rate)
+
+
+def _batch_sum(p):
+    """Sum over axis 0 as a balanced tree of elementwise adds."""
+    while p.shape[0] > 1:
+        half = p.shape[0] // 2
+        odd = p[2 * half :]
+        p = p[:half] + p[half : 2 * half]
+        if odd.shape[0]:
+            p = jnp.concatenate([p[:1] + odd, p[1:]])
+    return p[0]
+
+
+def _kernel_gradient(x, g, kernel_shape, strides, padding, data_format, dilation_rate):
+    """sum over batch and positions of window(x) * g, for every tap at once."""
+    x, windows = _portable.shifted_windows(x, kernel_shape, strides, padding, data_format, dilation_rate)
+    accumulate = jnp.promote_types(g.dtype, jnp.float32)
+    # (taps, *spatial, C) or (taps, C, *spatial): one loop over positions for all taps.
+    per_position = jnp.stack([_batch_sum((x[window] * g).astype(accumulate)) for window in windows])
+    channel = per_position.ndim - 1 if data_format == "channels_last" else 1
+    spatial = tuple(axis for axis in range(1, per_position.ndim) if axis != channel)
+    return jnp.sum(per_position, axis=spatial).reshape(kernel_shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _shifted(x, kernel, strides, padding, data_format, dilation_rate):
+    return _forward(x, kernel, strides, padding, data_format, dilation_rate)
+
+
+def _shifted_fwd(x, kernel, strides, padding, data_format, dilation_rate):
+    return _forward(x, kernel, strides, padding, data_format, dilation_rate), (x, kernel)
+
+
+def _shifted_bwd(strides, padding, data_format, dilation_rate, residuals, g):
+    x, kernel = residuals
+    _, input_vjp = jax.vjp(lambda x: _forward(x, kernel, strides, padding, data_format, dilation_rate), x)
+    (dx,) = input_vjp(g)
+    dkernel = _kernel_gradient(x, g, kernel.shape, strides, padding, data_format, dilation_rate)
+    return dx, dkernel.astype(kernel.dtype)
+
+
+_shifted.defvjp(_shifted_fwd, _shifted_bwd)
+
+
+def depthwise_shifted(x, kernel, strides, padding, data_format, dilation_rate):
+    """`_portable.depthwise_shifted` with the custom gradient above."""
+    x, kernel = ops.convert_to_tensor(x), ops.convert_to_tensor(kernel)
+    return _shifted(x, kernel, tuple(strides), padding, data_format, tuple(dilation_rate))

@@ -1,0 +1,85 @@
+"""PyTorch fast paths: torch's own kernels, called without layout copies.
+
+Keras' torch backend runs every convolution in NCHW: for channels_last
+inputs it makes the input contiguous in NCHW, converts it to torch's
+`channels_last` memory format (a second copy), convolves and permutes back,
+and autograd replays both copies backwards. A channels_last Keras tensor
+(N, *spatial, C) permuted to (N, C, *spatial) is already a `channels_last`
+memory-format view, which oneDNN's depthwise convolution reads directly,
+and its output permuted back is again a plain contiguous channels_last
+tensor. `depthwise_native` calls `torch.nn.functional.conv*d` on such views:
+the same kernel, none of the copies.
+"""
+
+import torch
+import torch.nn.functional as F
+from keras import ops
+
+from sepconv.kernels import _portable
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def _to_channels_first_view(x, rank):
+    return x.permute(0, rank + 1, *range(1, rank + 1))
+
+
+def _to_channels_last_view(x, rank):
+    return x.permute(0, *range(2, rank + 2), 1)
+
+
+def _same_padding(x, kernel_size, strides, dilation_rate, data_format):
+    """Torch's symmetric `padding=` when 'same' allows it, else an explicit pad."""
+    first = 1 if data_format == "channels_last" else 2
+    sizes = x.shape[first : first + len(strides)]
+    pads = [_portable.same_padding(n, k, s, d) for n, k, s, d in zip(sizes, kernel_size, strides, dilation_rate)]
+    if all(before == after for before, after in pads):
+        return x, [before for before, _ in pads]
+    # F.pad lists the last axis first; pad in the tensor's own layout so a
+    # channels_last tensor stays channels_last in memory.
+    widths = [0, 0] if data_format == "channels_last" else []
+    for before, after in reversed(pads):
+        widths += [before, after]
+    return F.pad(x, widths), 0
+
+
+def depthwise_native(x, kernel, strides, padding, data_format, dilation_rate):
+    """Torch's grouped convolution (groups = channels) on the tensor as laid out.
+
+    1-D channels_last inputs run as 2-D (a unit height) so oneDNN's
+    channels_last depthwise kernel applies to them as well.
+    """
+    x, kernel = ops.convert_to_tensor(x), ops.convert_to_tensor(kernel)
+    strides, dilation_rate = tuple(strides), tuple(dilation_rate)
+    rank = len(strides)
+    *kernel_size, channels, multiplier = kernel.shape
+    if rank == 1 and data_format == "channels_last":
+        y = depthwise_native(x[:, None], kernel[None], (1,) + strides, padding, data_format, (1,) + dilation_rate)
+        return y[:, 0]
+    pad = 0
+    if padding == "same":
+        x, pad = _same_padding(x, kernel_size, strides, dilation_rate, data_format)
+    # (k..., C, M) -> (C*M, 1, k...): output channel c*M + m reads input channel c.
+    weight = kernel.reshape(*kernel_size, 1, channels * multiplier).permute(rank + 1, rank, *range(rank))
+    if data_format == "channels_last":
+        x = _to_channels_first_view(x, rank)
+    y = _CONV[rank](x, weight, stride=strides, padding=pad, dilation=dilation_rate, groups=channels)
+    if data_format == "channels_last":
+        y = _to_channels_last_view(y, rank)
+    return y
+
+
+def pointwise(x, kernel, data_format, bias=None):
+    """1x1 convolution (+ bias); channels_last with a bias runs one `addmm`.
+
+    The bias is added inside the GEMM: no extra pass over the output.
+    channels_first stays a matmul between two transposed views
+    (`_portable.pointwise`), which measured as fast as torch's 1x1
+    convolution in NCHW.
+    """
+    if data_format != "channels_last" or bias is None:
+        return _portable.pointwise(x, kernel, data_format, bias)
+    x, kernel, bias = ops.convert_to_tensor(x), ops.convert_to_tensor(kernel), ops.convert_to_tensor(bias)
+    in_channels, filters = kernel.shape[-2], kernel.shape[-1]
+    rows = torch.addmm(bias, x.reshape(-1, in_channels), kernel.reshape(in_channels, filters))
+    return rows.reshape(*x.shape[:-1], filters)

@@ -1,0 +1,163 @@
+"""`sepconv bench` end to end on tiny configurations, and its timing helpers.
+
+No timing assertions: speed is what `sepconv bench` reports, not what tests check.
+"""
+
+import json
+import re
+
+import keras
+import pytest
+
+from sepconv import kernels
+from sepconv.bench import _layer, _timing
+from sepconv.cli import main
+
+TINY = ["--batch-size", "2", "--repeats", "2", "--warmup", "1"]
+
+
+def _run_json(capsys, *argv):
+    assert main(["bench", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _check_environment(result):
+    env = result["environment"]
+    assert env["backend"] == keras.backend.backend()
+    assert env["device"]
+    assert {"python", "keras", "numpy", "sepconv"} <= set(env["versions"])
+    assert "commit" in env and "time_utc" in env
+    peak = result["machine"]["matmul"]["float32"]
+    assert peak["gflops_per_s"] > 0 and peak["size"] == 16
+
+
+def test_layer_bench_runs_and_reports_every_figure(capsys):
+    result = _run_json(
+        capsys, "layer", "--shapes", "5x5x3:8", *TINY, "--matmul-size", "16",
+        "--data-format", "channels_last", "channels_first",
+    )  # fmt: skip
+    assert result["benchmark"] == "layer"
+    _check_environment(result)
+    assert result["config"]["batch_size"] == 2 and result["config"]["repeats"] == 2
+    records = result["results"]
+    assert len(records) == 2 * len(_layer.OPS) * len(_layer.MODES)  # formats x ops x modes
+    for record in records:
+        assert {"copy", "macs", "flops", "bytes", "arithmetic_intensity", "roofline_ms", "bound"} <= set(record)
+        if "keras_error" in record:
+            # Keras' TensorFlow Conv2D cannot run channels_first on a CPU.
+            assert keras.backend.backend() == "tensorflow" and record["data_format"] == "channels_first"
+            assert record["op"] in ("pointwise", "conv") and "keras" not in record
+        else:
+            assert len(record["keras"]["samples_ms"]) == 2
+        assert record["bound"] in ("memory", "compute")
+        assert record["flops"] == 2 * record["macs"] > 0
+        if record["op"] == "conv":
+            assert "ours" not in record and record["implementation"] is None
+        else:
+            assert {"ours", "ours_gflops_per_s", "ours_gb_per_s", "ours_vs_copy"} <= set(record)
+            assert ("speedup_vs_keras" in record) == ("keras" in record)
+        if record["op"] in ("depthwise", "dsc"):
+            assert record["implementation"] in ("native", "shifted")
+    dsc = next(r for r in records if r["op"] == "dsc" and r["filters"] == 8 and r["mode"] == "forward")
+    # 3x3 depthwise on 3 channels and 3 -> 8 pointwise, 5x5 outputs, batch 2 (Howard et al. 2017, eq. 5).
+    assert dsc["macs"] == 2 * (9 * 3 + 3 * 8) * 25
+    backward = next(
+        r for r in records if r["op"] == "dsc" and r["mode"] == "forward_backward" and r["data_format"] == dsc["data_format"]
+    )
+    assert backward["macs"] == 3 * dsc["macs"]
+
+
+def test_layer_bench_table_and_saved_json(tmp_path, capsys):
+    path = tmp_path / "out" / "layer.json"
+    argv = ["bench", "layer", "--ops", "dsc", "--shapes", "4x4x2", "--mode", "forward", *TINY, "--matmul-size", "16"]
+    assert main([*argv, "--output", str(path), "--implementation", "shifted"]) == 0
+    out = capsys.readouterr().out
+    assert "sepconv bench layer" in out and "Measured peak" in out
+    saved = json.loads(path.read_text())
+    assert saved["config"]["implementation"] == "shifted"
+    assert [r["implementation"] for r in saved["results"]] == ["shifted"]
+    assert kernels.get_depthwise_implementation() == "auto"  # the forced choice did not leak
+
+
+def test_model_bench_runs_and_reports(capsys):
+    result = _run_json(capsys, "model", "vgg_separable", *TINY, "--matmul-size", "16")
+    assert result["benchmark"] == "model"
+    _check_environment(result)
+    assert [(r["model"], r["mode"]) for r in result["results"]] == [
+        ("vgg_separable", "train"),
+        ("vgg_separable", "inference"),
+    ]
+    for record in result["results"]:
+        assert record["images_per_s"] > 0 and record["speedup_vs_first"] == 1.0
+        assert record["params"] == 174_821
+        assert record["depthwise_implementations"] and record["depthwise_calls"] >= 6
+        assert record["flops_per_image"] > 0
+        assert len(record["step"]["samples_ms"]) == 2
+
+
+def test_tune_fills_the_cache_that_auto_reads(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEPCONV_CACHE_DIR", str(tmp_path))
+    result = _run_json(capsys, "tune", "vgg_separable", "--batch-size", "2", "--repeats", "1", "--warmup", "0")
+    assert result["cache"] == str(tmp_path / "depthwise-autotune.json")
+    assert len(result["results"]) == 6  # the six separable convolutions of the tutorial VGG
+    entries = json.loads((tmp_path / "depthwise-autotune.json").read_text())["entries"]
+    assert len(entries) == 6
+    first = result["results"][0]
+    assert first["implementation"] == min(first["timings_ms"], key=first["timings_ms"].get)
+    call = first["call"]
+    x = keras.ops.zeros(call["input_shape"])
+    kernel = keras.ops.zeros(call["kernel_shape"])
+    args = (call["strides"], call["padding"], call["data_format"], call["dilation_rate"])
+    assert kernels.resolve(x, kernel, *args) == first["implementation"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["model", "vgg_seperable"], "Unknown model. .* Did you mean vgg_separable"),
+        (["layer", "--shapes", "32x32"], r"shape must be HxWxC or HxWxC:FILTERS, .* Received: shape='32x32'"),
+        (["layer", "--repeats", "0"], "--repeats must be a positive integer. Received: --repeats=0"),
+        (["layer", "--warmup", "-1"], "--warmup must be a non-negative integer. Received: --warmup=-1"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(argv, message, capsys):
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("sepconv bench: error: ")
+    assert re.search(message, err), err
+
+
+def test_parse_shape():
+    assert _layer.parse_shape("32x32x64") == (32, 32, 64, 64)
+    assert _layer.parse_shape("16x8x3:10") == (16, 8, 3, 10)
+    for bad in ("32x32", "0x4x4", "axbxc", "4x4x4:0"):
+        with pytest.raises(ValueError, match="shape must be HxWxC"):
+            _layer.parse_shape(bad)
+
+
+def test_measure_warms_up_then_times_each_call():
+    calls = []
+    timing = _timing.measure(lambda: calls.append(1) or keras.ops.ones((2,)), warmup=3, repeats=5)
+    assert len(calls) == 8 and len(timing.samples) == 5
+    first, third = timing.quartiles
+    assert min(timing.samples) <= first <= timing.median <= third <= max(timing.samples)
+    assert set(timing.to_dict()) == {"median_ms", "q1_ms", "q3_ms", "min_ms", "max_ms", "samples_ms"}
+    with pytest.raises(ValueError, match="repeats must be at least 1. Received: repeats=0"):
+        _timing.measure(lambda: None, repeats=0)
+
+
+def test_measure_interleaved_alternates():
+    order = []
+    timings = _timing.measure_interleaved(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, warmup=1, repeats=3
+    )
+    assert order == ["a", "b"] + ["a", "b"] * 3
+    assert {name: len(t.samples) for name, t in timings.items()} == {"a": 3, "b": 3}
+
+
+def test_timing_quartiles_of_known_samples():
+    timing = _timing.Timing((4.0, 1.0, 3.0, 2.0, 5.0))
+    assert timing.median == 3.0
+    assert timing.quartiles == (2.0, 4.0)
+    assert _timing.Timing((1.0, 2.0)).quartiles == (1.0, 2.0)  # too few samples: min and max
