@@ -80,11 +80,12 @@ def environment():
     }
 
 
-def peak_matmul(size=2048, dtype="float32", warmup=2, repeats=5):
-    """Measured FLOP/s of a `size` x `size` matmul (FLOPs = 2 size^3), best of `repeats`.
+def peak_matmul(size=2048, dtype="float32", warmup=2, repeats=10):
+    """Measured FLOP/s of a `size` x `size` matmul (FLOPs = 2 size^3), best of at least 10 calls.
 
     The best rather than the median: a peak, the machine's compute ceiling.
     """
+    repeats = max(repeats, 10)
     rng = np.random.default_rng(0)
     a = keras.ops.convert_to_tensor(rng.standard_normal((size, size)), dtype=dtype)
     b = keras.ops.convert_to_tensor(rng.standard_normal((size, size)), dtype=dtype)

@@ -202,9 +202,7 @@ class BaseDepthwiseSeparableConv(keras.layers.Layer):
             x = self.depthwise_norm(x, training=training)
         if self.depthwise_activation is not None:
             x = self.depthwise_activation(x)
-        x = kernels.pointwise_conv(x, self.pointwise_kernel, self.data_format)
-        if self.bias is not None:
-            x = kernels.add_bias(x, self.bias, self.data_format)
+        x = kernels.pointwise_conv(x, self.pointwise_kernel, self.data_format, bias=self.bias)
         if self.norm is not None:
             x = self.norm(x, training=training)
         if self.activation is not None:
