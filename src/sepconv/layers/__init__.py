@@ -1,7 +1,7 @@
 """Depthwise separable layers for Keras 3 (TensorFlow, JAX and PyTorch)."""
 
 from sepconv.layers import presets
-from sepconv.layers._base import BaseDepthwiseSeparableConv
+from sepconv.layers._base import BaseDepthwiseSeparableConv, depthwise_initializer_default
 from sepconv.layers.depthwise import DepthwiseConv3D
 from sepconv.layers.presets import from_preset, preset_names
 from sepconv.layers.separable import (
@@ -16,6 +16,7 @@ __all__ = [
     "DepthwiseSeparableConv1D",
     "DepthwiseSeparableConv2D",
     "DepthwiseSeparableConv3D",
+    "depthwise_initializer_default",
     "from_preset",
     "preset_names",
     "presets",
