@@ -43,6 +43,22 @@ def _normalization(kind, axis, name):
     return keras.layers.BatchNormalization(axis=axis, name=name)
 
 
+def depthwise_output_shape(input_shape, kernel_size, strides, dilation_rate, padding, multiplier, data_format):
+    """Output shape of a depthwise step ('valid' or 'same'); shared by the layers."""
+    input_shape = tuple(input_shape)
+    if data_format == "channels_last":
+        spatial, channels = input_shape[1:-1], input_shape[-1]
+    else:
+        spatial, channels = input_shape[2:], input_shape[1]
+    out = tuple(
+        kernels.output_length(n, k, s, d, padding) for n, k, s, d in zip(spatial, kernel_size, strides, dilation_rate)
+    )
+    middle = None if channels is None else channels * multiplier
+    if data_format == "channels_last":
+        return (input_shape[0],) + out + (middle,)
+    return (input_shape[0], middle) + out
+
+
 class BaseDepthwiseSeparableConv(keras.layers.Layer):
     """Depthwise step, optional middle normalization/activation, pointwise step.
 
@@ -210,20 +226,11 @@ class BaseDepthwiseSeparableConv(keras.layers.Layer):
         return x
 
     def _depthwise_output_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if self.data_format == "channels_last":
-            spatial, channels = input_shape[1:-1], input_shape[-1]
-        else:
-            spatial, channels = input_shape[2:], input_shape[1]
         padding = "same" if self.padding == "causal" else self.padding
-        out = tuple(
-            kernels.output_length(n, k, s, d, padding)
-            for n, k, s, d in zip(spatial, self.kernel_size, self.strides, self.dilation_rate)
+        return depthwise_output_shape(
+            input_shape, self.kernel_size, self.strides, self.dilation_rate, padding,
+            self.depth_multiplier, self.data_format,
         )
-        middle = None if channels is None else channels * self.depth_multiplier
-        if self.data_format == "channels_last":
-            return (input_shape[0],) + out + (middle,)
-        return (input_shape[0], middle) + out
 
     def compute_output_shape(self, input_shape):
         shape = list(self._depthwise_output_shape(input_shape))

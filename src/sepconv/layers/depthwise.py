@@ -3,7 +3,7 @@
 import keras
 
 from sepconv import _validation, kernels
-from sepconv.layers._base import depthwise_initializer_default
+from sepconv.layers._base import depthwise_initializer_default, depthwise_output_shape
 
 
 @keras.saving.register_keras_serializable(package="sepconv")
@@ -96,19 +96,10 @@ class DepthwiseConv3D(keras.layers.Layer):
         return self.activation(x)
 
     def compute_output_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if self.data_format == "channels_last":
-            spatial, channels = input_shape[1:-1], input_shape[-1]
-        else:
-            spatial, channels = input_shape[2:], input_shape[1]
-        out = tuple(
-            kernels.output_length(n, k, s, d, self.padding)
-            for n, k, s, d in zip(spatial, self.kernel_size, self.strides, self.dilation_rate)
+        return depthwise_output_shape(
+            input_shape, self.kernel_size, self.strides, self.dilation_rate, self.padding,
+            self.depth_multiplier, self.data_format,
         )
-        middle = None if channels is None else channels * self.depth_multiplier
-        if self.data_format == "channels_last":
-            return (input_shape[0],) + out + (middle,)
-        return (input_shape[0], middle) + out
 
     def get_config(self):
         config = super().get_config()
