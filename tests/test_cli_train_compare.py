@@ -70,8 +70,8 @@ def test_compare_end_to_end_then_resume_a_finished_run(tmp_path, archive, capsys
         (["train"], "MODEL is required unless --resume DIR is given. Received: MODEL=None"),
         (
             ["train", "vggg"],
-            "Unknown model. Known models: dsc_resnet, mobilenet_v1, vgg, vgg_keras_separable, vgg_mobilenet, "
-            "vgg_separable, vgg_tutorial. Did you mean vgg? Received: model='vggg'",
+            "Unknown model. Known models: dsc_resnet, mobilenet_v1, vgg, vgg_keras, vgg_keras_separable, "
+            "vgg_mobilenet, vgg_separable, vgg_tutorial. Did you mean vgg? Received: model='vggg'",
         ),
         (["compare", "--epochs", "0"], "--epochs must be a positive integer. Received: --epochs=0"),
         (["compare", "--batch-size", "big"], "--batch-size must be a positive integer. Received: --batch-size=big"),

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import reference
+from autodiff import gradients
 from sepconv import kernels
 from sepconv.kernels import _autotune, _select
 
@@ -78,30 +79,6 @@ def _to_format(x, data_format):
     return x if data_format == "channels_last" else np.moveaxis(x, -1, 1)
 
 
-def _gradients(function, inputs, g):
-    """Gradients of sum(function(*inputs) * g) with respect to `inputs`, on this backend."""
-    if BACKEND == "jax":
-        import jax
-
-        # One compiled computation per case, as in a training step (and much faster than op by op).
-        gradients = jax.jit(lambda inputs, g: jax.vjp(function, *inputs)[1](g))
-        return [np.asarray(t) for t in gradients([keras.ops.convert_to_tensor(t) for t in inputs], g)]
-    if BACKEND == "torch":
-        import torch
-
-        tensors = [keras.ops.convert_to_tensor(t).requires_grad_(True) for t in inputs]
-        grads = torch.autograd.grad(function(*tensors), tensors, keras.ops.convert_to_tensor(g))
-        return [t.detach().cpu().numpy() for t in grads]
-    import tensorflow as tf
-
-    tensors = [tf.constant(t) for t in inputs]
-    with tf.GradientTape() as tape:
-        for t in tensors:
-            tape.watch(t)
-        y = function(*tensors)
-    return [t.numpy() for t in tape.gradient(y, tensors, output_gradients=tf.constant(g))]
-
-
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
@@ -118,7 +95,7 @@ def test_depthwise_matches_reference(case, data_format, name, rng):
     got = keras.ops.convert_to_numpy(depthwise(_to_format(x, data_format), kernel))
     np.testing.assert_allclose(got, _to_format(expected, data_format), rtol=1e-5, atol=1e-4)
 
-    dx, dkernel = _gradients(depthwise, [_to_format(x, data_format), kernel], _to_format(g, data_format))
+    dx, dkernel = gradients(depthwise, [_to_format(x, data_format), kernel], _to_format(g, data_format))
     expected_dx, expected_dkernel = depthwise_gradients(x, kernel, g, strides, padding, dilation)
     np.testing.assert_allclose(dx, _to_format(expected_dx, data_format), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(dkernel, expected_dkernel, rtol=1e-5, atol=1e-4)
@@ -154,7 +131,7 @@ def test_pointwise_matches_reference(spatial, data_format, use_bias, rng):
     got = keras.ops.convert_to_numpy(pointwise(*inputs))
     expected = reference.pointwise(x, kernel) + (bias if use_bias else 0)
     np.testing.assert_allclose(got, _to_format(expected, data_format), rtol=1e-5, atol=1e-5)
-    dx, dkernel, *dbias = _gradients(pointwise, inputs, _to_format(g, data_format))
+    dx, dkernel, *dbias = gradients(pointwise, inputs, _to_format(g, data_format))
     matrix = kernel.reshape(6, 4)
     np.testing.assert_allclose(dx, _to_format(g @ matrix.T, data_format), rtol=1e-5, atol=1e-5)
     expected_dkernel = (x.reshape(-1, 6).T @ g.reshape(-1, 4)).reshape(kernel.shape)

@@ -4,6 +4,8 @@ import keras
 import numpy as np
 import pytest
 
+import sepconv
+
 from sepconv.models import create_model, list_models
 
 
@@ -30,6 +32,7 @@ def test_tutorial_vgg_parameter_counts():
     assert create_model("vgg").count_params() == tutorial_vgg_by_hand(False).count_params() == 1_186_378
     assert create_model("vgg_separable").count_params() == tutorial_vgg_by_hand(True).count_params() == 174_821
     assert create_model("vgg_keras_separable").count_params() == 174_821
+    assert create_model("vgg_keras").count_params() == 1_186_378
     # Tutorial layer: one extra depthwise bias per input channel of each layer.
     assert create_model("vgg_tutorial").count_params() == 174_821 + sum(a for a, _ in pairs)
 
@@ -37,6 +40,18 @@ def test_tutorial_vgg_parameter_counts():
 def test_separable_vgg_computes_what_keras_separable_vgg_computes(rng):
     ours, theirs = create_model("vgg_separable"), tutorial_vgg_by_hand(True)
     theirs.set_weights([rng.normal(scale=0.1, size=w.shape).astype("float32") for w in theirs.weights])
+    ours.set_weights(theirs.get_weights())
+    x = rng.uniform(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(theirs(x)), rtol=1e-4, atol=1e-6
+    )
+
+
+def test_sepconv_pooling_vgg_computes_what_keras_only_vgg_computes(rng):
+    ours, theirs = create_model("vgg"), create_model("vgg_keras")
+    assert {type(layer) for layer in theirs.layers if "pool" in layer.name} == {keras.layers.MaxPooling2D}
+    assert {type(layer) for layer in ours.layers if "pool" in layer.name} == {sepconv.layers.MaxPooling2D}
+    theirs.set_weights([rng.normal(scale=0.05, size=w.shape).astype("float32") for w in theirs.weights])
     ours.set_weights(theirs.get_weights())
     x = rng.uniform(size=(2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(

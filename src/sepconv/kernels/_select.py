@@ -18,6 +18,9 @@ same formulation, the name uses it:
   memory layout (`_torch.py`); elsewhere `keras.ops.depthwise_conv`.
 - "shifted": one multiply-add per kernel tap over shifted slices. On JAX with
   a hand-written gradient (`_jax.py`); elsewhere plain `keras.ops`.
+
+`max_pool(...)` is the same idea for the pooling between separable blocks:
+on PyTorch it keeps channels_last tensors in their layout (`_torch.py`).
 """
 
 import contextlib
@@ -189,3 +192,18 @@ def pointwise_conv(x, kernel, data_format, bias=None):
 
         return _torch.pointwise(x, kernel, data_format, bias)
     return _portable.pointwise(x, kernel, data_format, bias)
+
+
+def max_pool(x, pool_size, strides, padding, data_format):
+    """`keras.ops.max_pool` with PyTorch's layout-preserving path where it applies.
+
+    Same results on every backend (`tests/test_pooling.py`); only PyTorch has
+    a faster path (see `_torch.max_pool`).
+    """
+    if keras.backend.backend() == "torch":
+        from sepconv.kernels import _torch
+
+        y = _torch.max_pool(x, tuple(pool_size), tuple(strides), padding, data_format)
+        if y is not None:
+            return y
+    return keras.ops.max_pool(x, pool_size, strides=strides, padding=padding, data_format=data_format)

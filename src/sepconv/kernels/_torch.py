@@ -83,3 +83,40 @@ def pointwise(x, kernel, data_format, bias=None):
     in_channels, filters = kernel.shape[-2], kernel.shape[-1]
     rows = torch.addmm(bias, x.reshape(-1, in_channels), kernel.reshape(in_channels, filters))
     return rows.reshape(*x.shape[:-1], filters)
+
+
+_MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+
+
+def max_pool(x, pool_size, strides, padding, data_format):
+    """Max pooling on the tensor as laid out, or None where torch cannot.
+
+    Keras' torch backend copies channels_last inputs to NCHW, pools there
+    (torch's slowest pooling kernel) and hands back a permuted NCHW tensor,
+    which makes the next elementwise op, and every gradient behind it, run
+    on mismatched layouts. A permuted view pools with torch's channels_last
+    kernel and returns a contiguous channels_last tensor.
+
+    'same' padding runs here only where it is symmetric (torch pads with
+    -inf on both sides); asymmetric cases return None for the portable path.
+    """
+    x = ops.convert_to_tensor(x)
+    rank = len(pool_size)
+    pad = 0
+    if padding == "same":
+        first = 1 if data_format == "channels_last" else 2
+        sizes = x.shape[first : first + rank]
+        pads = [_portable.same_padding(n, k, s, 1) for n, k, s in zip(sizes, pool_size, strides)]
+        if any(before != after or 2 * before > k for (before, after), k in zip(pads, pool_size)):
+            return None
+        pad = [before for before, _ in pads]
+    if data_format == "channels_last":
+        if rank == 1:
+            # 1-D as 2-D with a unit height: torch has no channels_last 1-D kernel.
+            y = max_pool(x[:, None], (1, *pool_size), (1, *strides), padding, data_format)
+            return None if y is None else y[:, 0]
+        x = _to_channels_first_view(x, rank)
+    y = _MAX_POOL[rank](x, pool_size, strides, padding=pad)
+    if data_format == "channels_last":
+        y = _to_channels_last_view(y, rank)
+    return y

@@ -3,6 +3,7 @@
 from sepconv.layers import presets
 from sepconv.layers._base import BaseDepthwiseSeparableConv, depthwise_initializer_default
 from sepconv.layers.depthwise import DepthwiseConv3D
+from sepconv.layers.pooling import MaxPooling1D, MaxPooling2D, MaxPooling3D
 from sepconv.layers.presets import from_preset, preset_names
 from sepconv.layers.separable import (
     DepthwiseSeparableConv1D,
@@ -16,6 +17,9 @@ __all__ = [
     "DepthwiseSeparableConv1D",
     "DepthwiseSeparableConv2D",
     "DepthwiseSeparableConv3D",
+    "MaxPooling1D",
+    "MaxPooling2D",
+    "MaxPooling3D",
     "depthwise_initializer_default",
     "from_preset",
     "preset_names",
