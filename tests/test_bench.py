@@ -95,6 +95,12 @@ def test_model_bench_runs_and_reports(capsys):
         assert len(record["step"]["samples_ms"]) == 2
 
 
+def test_model_bench_defaults_to_keras_baselines_then_sepconv(capsys):
+    result = _run_json(capsys, "model", *TINY, "--mode", "train", "--matmul-size", "16")
+    assert [r["model"] for r in result["results"]] == ["vgg_keras", "vgg_keras_separable", "vgg", "vgg_separable"]
+    assert [r["params"] for r in result["results"]] == [1_186_378, 174_821, 1_186_378, 174_821]
+
+
 def test_tune_fills_the_cache_that_auto_reads(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SEPCONV_CACHE_DIR", str(tmp_path))
     result = _run_json(capsys, "tune", "vgg_separable", "--batch-size", "2", "--repeats", "1", "--warmup", "0")

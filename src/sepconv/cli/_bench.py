@@ -73,7 +73,12 @@ def add_parser(subparsers):
 
     model = commands.add_parser("model", help="images/s of registry models: train step and inference")
     _common(model)
-    model.add_argument("models", nargs="+", metavar="MODEL", help="registry model names, e.g. vgg vgg_separable")
+    model.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help=f"registry model names; ratios are to the first (default: {' '.join(_model.ModelBenchConfig.models)})",
+    )
     model.add_argument("--mode", nargs="+", default=list(_model.MODES), choices=_model.MODES, help="what to time")
     model.add_argument(
         "--dtype-policy",
@@ -150,7 +155,7 @@ def run_layer(args):
 
 def run_model(args):
     config = _model.ModelBenchConfig(
-        models=tuple(args.models),
+        models=tuple(args.models) or _model.ModelBenchConfig.models,
         batch_size=parse_positive(args.batch_size, "--batch-size"),
         modes=tuple(args.mode),
         dtype_policy=args.dtype_policy,
