@@ -41,33 +41,30 @@ def plot_model_accuracy(run, model):
     return figure, f"{model}: training and validation accuracy per epoch"
 
 
-def plot_accuracy_overlay(run):
-    """Validation (solid) and training (dashed) accuracy of every model on one axis."""
+def _train_val_curves(run, metric, title):
+    """Validation (solid) and training (dashed) `metric` of every model on one axis."""
     figure, ax = _figure()
     for index, model in enumerate(run.models):
         rows, color = run.history[model], f"C{index}"
         epochs = [r["epoch"] for r in rows]
-        ax.plot(epochs, [r["val_accuracy"] for r in rows], color=color, marker="o", label=f"{model} val")
-        ax.plot(epochs, [r["accuracy"] for r in rows], color=color, linestyle="--", label=f"{model} train")
-    ax.set_ylabel("accuracy")
-    ax.set_title("all models: validation (solid) and training (dashed) accuracy")
+        ax.plot(epochs, [r[f"val_{metric}"] for r in rows], color=color, marker="o", label=f"{model} val")
+        ax.plot(epochs, [r[metric] for r in rows], color=color, linestyle="--", label=f"{model} train")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
     ax.legend(fontsize="small")
     _epochs_axis(ax)
+    return figure
+
+
+def plot_accuracy_overlay(run):
+    """Validation (solid) and training (dashed) accuracy of every model on one axis."""
+    figure = _train_val_curves(run, "accuracy", "all models: validation (solid) and training (dashed) accuracy")
     return figure, "accuracy of all models per epoch"
 
 
 def plot_loss(run):
     """Validation (solid) and training (dashed) loss of every model."""
-    figure, ax = _figure()
-    for index, model in enumerate(run.models):
-        rows, color = run.history[model], f"C{index}"
-        epochs = [r["epoch"] for r in rows]
-        ax.plot(epochs, [r["val_loss"] for r in rows], color=color, marker="o", label=f"{model} val")
-        ax.plot(epochs, [r["loss"] for r in rows], color=color, linestyle="--", label=f"{model} train")
-    ax.set_ylabel("loss")
-    ax.set_title("loss: validation (solid) and training (dashed)")
-    ax.legend(fontsize="small")
-    _epochs_axis(ax)
+    figure = _train_val_curves(run, "loss", "loss: validation (solid) and training (dashed)")
     return figure, "training and validation loss of all models per epoch"
 
 
