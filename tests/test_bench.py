@@ -167,3 +167,20 @@ def test_timing_quartiles_of_known_samples():
     assert timing.median == 3.0
     assert timing.quartiles == (2.0, 4.0)
     assert _timing.Timing((1.0, 2.0)).quartiles == (1.0, 2.0)  # too few samples: min and max
+
+
+def test_model_summary_states_flop_ratios_plainly():
+    from sepconv.bench import _render
+
+    rows = [("a", 10.0, 1.0), ("b", 10.0, 1.3), ("c", 2.0, 3.2), ("d", 20.0, 0.5)]
+    result = {
+        "config": {"models": ["a", "b", "c", "d"]},
+        "results": [
+            {"model": m, "mode": "train", "flops_per_image": f, "speedup_vs_first": s, "fraction_of_matmul_peak": 0.1}
+            for m, f, s in rows
+        ],
+    }
+    lines = _render.model_summary(result)
+    assert "b runs 1.30x as fast as a with the same FLOPs" in lines[0]
+    assert "c runs 3.20x as fast as a with 5.0x fewer FLOPs" in lines[1]
+    assert "d runs 0.50x as fast as a with 2.0x more FLOPs" in lines[2]

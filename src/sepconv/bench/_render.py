@@ -161,6 +161,14 @@ def layer_summary(result):
     return lines
 
 
+def _flops_ratio(base, flops):
+    if abs(base - flops) <= 0.005 * base:
+        return "the same FLOPs"
+    if flops < base:
+        return f"{base / flops:.1f}x fewer FLOPs"
+    return f"{flops / base:.1f}x more FLOPs"
+
+
 def model_summary(result):
     """One line per model and mode: speed and FLOP ratios to the first model."""
     first = result["config"]["models"][0]
@@ -175,7 +183,7 @@ def model_summary(result):
                 continue
             lines.append(
                 f"{mode}: {name} runs {r['speedup_vs_first']:.2f}x as fast as {first} with "
-                f"{base['flops_per_image'] / r['flops_per_image']:.1f}x fewer FLOPs; it reaches "
+                f"{_flops_ratio(base['flops_per_image'], r['flops_per_image'])}; it reaches "
                 f"{_percent(r['fraction_of_matmul_peak'])} of the matmul peak, "
                 f"{first} {_percent(base['fraction_of_matmul_peak'])}."
             )
