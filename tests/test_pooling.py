@@ -113,3 +113,15 @@ def test_torch_output_is_contiguous_channels_last(rng):
     x = keras.ops.convert_to_tensor(_distinct(rng, (2, 8, 8, 4)))
     y = kernels.max_pool(x, (2, 2), (2, 2), "valid", "channels_last")
     assert y.is_contiguous()
+
+
+def test_max_pool_defaults_follow_keras_ops(rng):
+    x = _distinct(rng, (2, 6, 6, 3))
+    # Spelled out: keras.ops.max_pool(x, 2) without strides raises on JAX (Keras 3.15.1).
+    expected = keras.ops.max_pool(x, (2, 2), strides=(2, 2), padding="valid", data_format="channels_last")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(kernels.max_pool(x, 2)), keras.ops.convert_to_numpy(expected))
+
+
+def test_max_pool_bad_padding_names_the_argument(rng):
+    with pytest.raises(ValueError, match="padding.*Received: padding='full'"):
+        kernels.max_pool(_distinct(rng, (1, 4, 4, 1)), 2, padding="full")

@@ -194,12 +194,17 @@ def pointwise_conv(x, kernel, data_format, bias=None):
     return _portable.pointwise(x, kernel, data_format, bias)
 
 
-def max_pool(x, pool_size, strides, padding, data_format):
+def max_pool(x, pool_size, strides=None, padding="valid", data_format=None):
     """`keras.ops.max_pool` with PyTorch's layout-preserving path where it applies.
 
-    Same results on every backend (`tests/test_pooling.py`); only PyTorch has
-    a faster path (see `_torch.max_pool`).
+    Same arguments and results on every backend (`tests/test_pooling.py`);
+    only PyTorch has a faster path (see `_torch.max_pool`).
     """
+    rank = len(x.shape) - 2
+    pool_size = _validation.int_tuple(pool_size, rank, "pool_size")
+    strides = pool_size if strides is None else _validation.int_tuple(strides, rank, "strides")
+    padding = _validation.choice(str(padding).lower(), ("valid", "same"), "padding")
+    data_format = _validation.data_format(data_format)
     if keras.backend.backend() == "torch":
         from sepconv.kernels import _torch
 
