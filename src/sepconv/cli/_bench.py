@@ -135,6 +135,16 @@ def _emit(args, result, tables, lines):
     return 0
 
 
+def _timing_options(args):
+    """The options `sepconv bench layer` and `sepconv bench model` share."""
+    return dict(
+        implementation=args.implementation,
+        warmup=_warmup(args.warmup),
+        repeats=parse_positive(args.repeats, "--repeats"),
+        matmul_size=parse_positive(args.matmul_size, "--matmul-size"),
+    )
+
+
 def run_layer(args):
     config = _layer.LayerBenchConfig(
         ops=tuple(args.ops),
@@ -143,10 +153,7 @@ def run_layer(args):
         dtypes=tuple(args.dtype),
         data_formats=tuple(args.data_format),
         modes=tuple(args.mode),
-        implementation=args.implementation,
-        warmup=_warmup(args.warmup),
-        repeats=parse_positive(args.repeats, "--repeats"),
-        matmul_size=parse_positive(args.matmul_size, "--matmul-size"),
+        **_timing_options(args),
     )
     result = _layer.run(config, progress=None if args.json else _progress)
     lines = [*_render.layer_summary(result), _render.environment_line(result), _render.machine_line(result)]
@@ -160,10 +167,7 @@ def run_model(args):
         modes=tuple(args.mode),
         dtype_policy=args.dtype_policy,
         optimizer=args.optimizer,
-        implementation=args.implementation,
-        warmup=max(_warmup(args.warmup), 1),
-        repeats=parse_positive(args.repeats, "--repeats"),
-        matmul_size=parse_positive(args.matmul_size, "--matmul-size"),
+        **{**_timing_options(args), "warmup": max(_warmup(args.warmup), 1)},
     )
     result = _model.run(config, progress=None if args.json else _progress)
     lines = [*_render.model_summary(result), _render.environment_line(result), _render.machine_line(result)]

@@ -40,7 +40,7 @@ def _same_padding(x, kernel_size, strides, dilation_rate, data_format):
     widths = [0, 0] if data_format == "channels_last" else []
     for before, after in reversed(pads):
         widths += [before, after]
-    return F.pad(x, widths), 0
+    return F.pad(x, widths), [0] * len(pads)
 
 
 def depthwise_native(x, kernel, strides, padding, data_format, dilation_rate):
@@ -56,15 +56,13 @@ def depthwise_native(x, kernel, strides, padding, data_format, dilation_rate):
     if rank == 1 and data_format == "channels_last":
         y = depthwise_native(x[:, None], kernel[None], (1,) + strides, padding, data_format, (1,) + dilation_rate)
         return y[:, 0]
-    pad = 0
+    pad = [0] * rank
     if padding == "same":
         x, pad = _same_padding(x, kernel_size, strides, dilation_rate, data_format)
     # (k..., C, M) -> (C*M, 1, k...): output channel c*M + m reads input channel c.
     weight = kernel.reshape(*kernel_size, 1, channels * multiplier).permute(rank + 1, rank, *range(rank))
     if data_format == "channels_last":
         x = _to_channels_first_view(x, rank)
-    if isinstance(pad, int):
-        pad = [pad] * rank
     y = _DepthwiseConv.apply(x, weight, strides, tuple(pad), dilation_rate)
     if data_format == "channels_last":
         y = _to_channels_last_view(y, rank)
