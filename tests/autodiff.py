@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-BACKEND = keras.backend.backend()
+from helpers import BACKEND
 
 
 def gradients(function, inputs, g):

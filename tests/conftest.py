@@ -1,12 +1,10 @@
-import os
+"""Fixtures for every test. Shared helpers are in `helpers.py`, numpy references in `reference.py`."""
 
 import keras
 import numpy as np
 import pytest
 
 import sepconv.kernels
-
-BACKEND = keras.backend.backend()
 
 
 @pytest.fixture(autouse=True)
@@ -19,11 +17,3 @@ def _fresh_state():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
-
-
-def shared_cifar10():
-    """The offline CIFAR-10 copy named by SEPCONV_DATA, or skip."""
-    path = os.environ.get("SEPCONV_DATA")
-    if not path or not os.path.exists(path):
-        pytest.skip("set SEPCONV_DATA to a CIFAR-10 copy to run this test")
-    return path

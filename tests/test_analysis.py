@@ -527,8 +527,8 @@ def test_trace_restores_layer_call_on_error():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        ({"batch_size": 0}, ValueError, "batch_size must be a positive integer. Received: batch_size=0"),
-        ({"dtype_bytes": 0}, ValueError, "dtype_bytes must be a positive integer. Received: dtype_bytes=0"),
+        ({"batch_size": 0}, ValueError, "batch_size must be positive. Received: batch_size=0"),
+        ({"dtype_bytes": 0}, ValueError, "dtype_bytes must be positive. Received: dtype_bytes=0"),
         ({"input_shape": (0, 3)}, ValueError, "Received: input_shape=(0, 3)"),
         ({"input_shape": "32x32"}, ValueError, "Received: input_shape='32x32'"),
     ],

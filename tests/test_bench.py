@@ -25,8 +25,8 @@ def _check_environment(result):
     env = result["environment"]
     assert env["backend"] == keras.backend.backend()
     assert env["device"]
-    assert {"python", "keras", "numpy", "sepconv"} <= set(env["versions"])
-    assert "commit" in env and "time_utc" in env
+    assert {"keras", "numpy", "sepconv"} <= set(env["versions"]) and env["python"]
+    assert "git" in env and "time" in env
     peak = result["machine"]["matmul"]["float32"]
     assert peak["gflops_per_s"] > 0 and peak["size"] == 16
 
@@ -122,15 +122,15 @@ def test_tune_fills_the_cache_that_auto_reads(tmp_path, monkeypatch, capsys):
     [
         (["model", "vgg_seperable"], "Unknown model. .* Did you mean vgg_separable"),
         (["layer", "--shapes", "32x32"], r"shape must be HxWxC or HxWxC:FILTERS, .* Received: shape='32x32'"),
-        (["layer", "--repeats", "0"], "--repeats must be a positive integer. Received: --repeats=0"),
-        (["layer", "--warmup", "-1"], "--warmup must be a non-negative integer. Received: --warmup=-1"),
+        (["layer", "--repeats", "0"], "--repeats must be positive. Received: --repeats=0"),
+        (["layer", "--warmup", "-1"], "--warmup must be non-negative. Received: --warmup=-1"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(argv, message, capsys):
     assert main(["bench", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert err.startswith("sepconv bench: error: ")
+    assert err.startswith("sepconv bench")
     assert re.search(message, err), err
 
 
@@ -149,7 +149,7 @@ def test_measure_warms_up_then_times_each_call():
     first, third = timing.quartiles
     assert min(timing.samples) <= first <= timing.median <= third <= max(timing.samples)
     assert set(timing.to_dict()) == {"median_ms", "q1_ms", "q3_ms", "min_ms", "max_ms", "samples_ms"}
-    with pytest.raises(ValueError, match="repeats must be at least 1. Received: repeats=0"):
+    with pytest.raises(ValueError, match="repeats must be positive. Received: repeats=0"):
         _timing.measure(lambda: None, repeats=0)
 
 

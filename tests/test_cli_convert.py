@@ -122,10 +122,10 @@ def test_errors_are_one_line_with_exit_code_2(saved, tmp_path, capsys):
         ([missing, out_path], f"No such model file. Received: IN={missing}"),
         ([str(not_a_model), out_path], None),
         ([path, str(tmp_path / "o.h5")], f"OUT must be a .keras file. Received: OUT={tmp_path / 'o.h5'}"),
-        ([path, out_path, "--rank", "0"], "--rank must be a positive integer. Received: --rank=0"),
-        ([path, out_path, "--rank", "two"], "--rank must be a positive integer. Received: --rank=two"),
-        ([path, out_path, "--energy", "1.5"], "--energy must be in (0, 1]. Received: --energy=1.5"),
-        ([path, out_path, "--energy", "0"], "--energy must be in (0, 1]. Received: --energy=0"),
+        ([path, out_path, "--rank", "0"], "--rank must be positive. Received: --rank=0"),
+        ([path, out_path, "--rank", "two"], "--rank must be an integer. Received: --rank=two"),
+        ([path, out_path, "--energy", "1.5"], "--energy must be a number in (0, 1]. Received: --energy=1.5"),
+        ([path, out_path, "--energy", "0"], "--energy must be a number in (0, 1]. Received: --energy=0.0"),
         ([path, out_path, "--budget", "x"], "--budget must be a number. Received: --budget=x"),
         (
             [path, out_path, "--finetune-epochs", "2"],
@@ -133,7 +133,7 @@ def test_errors_are_one_line_with_exit_code_2(saved, tmp_path, capsys):
         ),
         (
             [path, out_path, "--finetune-epochs", "1", "--data", "d", "--learning-rate", "-1"],
-            "--learning-rate must be positive. Received: --learning-rate=-1",
+            "--learning-rate must be a number in (0, inf). Received: --learning-rate=-1.0",
         ),
         (
             [path, out_path, "--calibration-data", str(tmp_path / "x.npy")],
@@ -164,16 +164,14 @@ def test_errors_are_one_line_with_exit_code_2(saved, tmp_path, capsys):
 
 def test_rank_and_energy_are_exclusive(saved, tmp_path, capsys):
     _, path = saved
-    with pytest.raises(SystemExit) as exit_info:
-        main(["convert", path, str(tmp_path / "o.keras"), "--rank", "2", "--energy", "0.9"])
-    assert exit_info.value.code == 2
-    assert "argument --energy: not allowed with argument --rank" in capsys.readouterr().err
+    assert main(["convert", path, str(tmp_path / "o.keras"), "--rank", "2", "--energy", "0.9"]) == 2
+    assert capsys.readouterr().err == "sepconv convert: error: argument --energy: not allowed with argument --rank\n"
 
 
 @pytest.mark.slow
 @pytest.mark.data
 def test_finetune_on_cifar10(tmp_path, capsys):
-    from conftest import shared_cifar10
+    from helpers import shared_cifar10
 
     data = shared_cifar10()
     from sepconv.models import create_model

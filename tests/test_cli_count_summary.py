@@ -64,13 +64,13 @@ def test_count_table_shows_numbers_and_formulas(capsys):
 @pytest.mark.parametrize(
     "flag, value, message",
     [
-        ("--in", "0", "--in must be a positive integer. Received: --in=0"),
-        ("--out", "many", "--out must be a positive integer. Received: --out=many"),
-        ("--kernel", "0", "--kernel must be positive integers joined by 'x'. Received: --kernel=0"),
+        ("--in", "0", "--in must be positive. Received: --in=0"),
+        ("--out", "many", "--out must be an integer. Received: --out=many"),
+        ("--kernel", "0", "--kernel must be positive integers joined by 'x', e.g. 3x3. Received: --kernel=0"),
         ("--kernel", "3x3x3", "--kernel must be N or NxN. Received: --kernel=3x3x3"),
-        ("--input", "32xq", "--input must be positive integers joined by 'x'. Received: --input=32xq"),
-        ("--stride", "-1", "--stride must be positive integers joined by 'x'. Received: --stride=-1"),
-        ("--depth-multiplier", "1.5", "--depth-multiplier must be a positive integer. Received: --depth-multiplier=1.5"),
+        ("--input", "32xq", "--input must be positive integers joined by 'x', e.g. 3x3. Received: --input=32xq"),
+        ("--stride", "-1", "--stride must be positive integers joined by 'x', e.g. 3x3. Received: --stride=-1"),
+        ("--depth-multiplier", "1.5", "--depth-multiplier must be an integer. Received: --depth-multiplier=1.5"),
     ],
 )
 def test_count_bad_values_exit_2_with_one_line(capsys, flag, value, message):
@@ -125,7 +125,7 @@ def test_summary_table_of_a_keras_file_at_another_input_shape(capsys, saved_mode
         (["missing.keras"], "No such model file. Received: MODEL=missing.keras"),
         (["{model}", "--input-shape", "16x16"], "Received: input_shape=(16, 16)"),
         (["{model}", "--input-shape", "16xx3"], "--input-shape must be positive integers joined by 'x', e.g. 32x32x3."),
-        (["{model}", "--batch-size", "0"], "--batch-size must be a positive integer. Received: --batch-size=0"),
+        (["{model}", "--batch-size", "0"], "--batch-size must be positive. Received: --batch-size=0"),
     ],
 )
 def test_summary_errors_exit_2_with_one_line(capsys, saved_model, tmp_path, monkeypatch, argv, message):
@@ -159,8 +159,8 @@ def test_summary_unknown_name_lists_known_models(capsys):
     code, _, err = run(capsys, "summary", "vgg_seperable")
     assert code == 2
     assert f"Known models: {', '.join(models.list_models())}." in err
-    assert "Did you mean: vgg_separable" in err
-    assert err.rstrip().endswith("Received: MODEL=vgg_seperable")
+    assert "Did you mean vgg_separable," in err
+    assert err.rstrip().endswith("Received: MODEL='vgg_seperable'")
 
 
 # Slow: building the tutorial VGG takes tens of seconds on the JAX backend.

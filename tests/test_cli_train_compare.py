@@ -73,17 +73,17 @@ def test_compare_end_to_end_then_resume_a_finished_run(tmp_path, archive, capsys
             "Unknown model. Known models: dsc_resnet, mobilenet_v1, vgg, vgg_keras, vgg_keras_separable, "
             "vgg_mobilenet, vgg_separable, vgg_tutorial. Did you mean vgg? Received: model='vggg'",
         ),
-        (["compare", "--epochs", "0"], "--epochs must be a positive integer. Received: --epochs=0"),
-        (["compare", "--batch-size", "big"], "--batch-size must be a positive integer. Received: --batch-size=big"),
-        (["compare", "--recipe", "strnog"], "--recipe must be one of tutorial, strong. Did you mean strong? Received: --recipe=strnog"),
-        (["compare", "--preset", "fast"], "--preset must be one of quick. Received: --preset=fast"),
-        (["compare", "--validation", "1.5"], "--validation must be 'test' or a fraction in (0, 1). Received: --validation=1.5"),
+        (["compare", "--epochs", "0"], "--epochs must be positive. Received: --epochs=0"),
+        (["compare", "--batch-size", "big"], "--batch-size must be an integer. Received: --batch-size=big"),
+        (["compare", "--recipe", "strnog"], "--recipe must be one of 'tutorial', 'strong'. Did you mean 'strong'? Received: --recipe='strnog'"),
+        (["compare", "--preset", "fast"], "--preset must be one of 'quick'. Received: --preset='fast'"),
+        (["compare", "--validation", "1.5"], "--validation must be a number in (0, 1). Received: --validation=1.5"),
         (["compare", "--validation", "val"], "--validation must be 'test' or a fraction in (0, 1). Received: --validation=val"),
-        (["train", "vgg", "--lr", "-1"], "--lr must be a number in (0, inf). Received: --lr=-1"),
+        (["train", "vgg", "--lr", "-1"], "--lr must be a number in (0, inf). Received: --lr=-1.0"),
         (["train", "vgg", "--lr", "nan"], "--lr must be a number in (0, inf). Received: --lr=nan"),
-        (["train", "vgg", "--label-smoothing", "1"], "--label-smoothing must be a number in [0, 1). Received: --label-smoothing=1"),
-        (["train", "vgg", "--seed", "-3"], "--seed must be a non-negative integer. Received: --seed=-3"),
-        (["train", "vgg", "--optimizer", "adagrad"], "--optimizer must be one of adam, adamw, sgd. Received: --optimizer=adagrad"),
+        (["train", "vgg", "--label-smoothing", "1"], "--label-smoothing must be a number in [0, 1). Received: --label-smoothing=1.0"),
+        (["train", "vgg", "--seed", "-3"], "--seed must be non-negative. Received: --seed=-3"),
+        (["train", "vgg", "--optimizer", "adagrad"], "--optimizer must be one of 'adam', 'adamw', 'sgd'. Received: --optimizer='adagrad'"),
         (
             ["train", "vgg", "--schedule", "cosine", "--epochs", "2", "--warmup-epochs", "2"],
             "warmup_epochs must be less than epochs with schedule='cosine'. Received: warmup_epochs=2.0, epochs=2",
@@ -127,3 +127,27 @@ def test_interrupted_run_says_how_to_resume(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sepconv.training, "compare", interrupted)
     assert main(["train", "vgg", "--out", out]) == 130
     assert capsys.readouterr().err == f"continue with: sepconv train --resume {out}\nsepconv train: interrupted\n"
+
+
+def test_every_config_field_has_a_flag_and_the_rerun_command_repeats_the_run():
+    import dataclasses
+
+    from sepconv import _options
+    from sepconv.cli import build_parser
+    from sepconv.cli._train import config_from_args
+    from sepconv.training import TrainConfig, make_config
+    from sepconv.training._config import rerun_command
+
+    parser = build_parser()
+    flags = {action.option_strings[0] for action in parser._subparsers._group_actions[0].choices["compare"]._actions
+             if action.option_strings}  # fmt: skip
+    for field in dataclasses.fields(TrainConfig):
+        if field.name != "model_kwargs":
+            assert _options.flag_name(field) in flags and field.metadata["help"], field.name
+    config = make_config("strong", preset="quick", lr=0.01, validation=0.2, val_size=100, seed=3, data="/d/c.tar.gz")
+    command = rerun_command(["vgg", "vgg_separable"], config)
+    assert command.startswith("sepconv compare vgg vgg_separable --recipe strong --preset quick --epochs 3 ")
+    args = parser.parse_args(command.split()[1:])
+    assert args.models == ["vgg", "vgg_separable"]
+    assert config_from_args(args) == config
+    assert rerun_command(["vgg"], make_config(model_kwargs={"width": 2})) is None

@@ -1,26 +1,28 @@
 """The depthwise/pointwise implementations, the selection point and the autotune cache.
 
 Every implementation is checked against independent references: the numpy
-loop of `reference.py` for outputs, and a plain backpropagation loop below
-for gradients (the custom JAX gradient, torch's kernels, autodiff of the
-shifted slices all have to agree with it).
+loops of `reference.py`, for outputs and for gradients (the custom JAX
+gradient, torch's kernels, autodiff of the shifted slices all have to agree
+with them). The "triton" implementation (torch + CUDA) is checked in
+`test_triton_kernels.py`.
 """
 
-import itertools
 import json
 import os
+import re
 
 import keras
 import numpy as np
 import pytest
 
 import reference
+import sepconv
 from autodiff import gradients
-from sepconv import kernels
-from sepconv.kernels import _autotune, _select
+from helpers import BACKEND, DATA_FORMATS, to_format
+from sepconv import _atomic, _provenance, kernels
+from sepconv.kernels import _autotune, _dispatch
 
-BACKEND = keras.backend.backend()
-NAMES = tuple(name for name in kernels.available_implementations() if name != "auto")
+NAMES = ("native", "shifted")  # the implementations every backend and device runs
 
 # (spatial, kernel, strides, dilation, padding, multiplier)
 CASES = [
@@ -45,42 +47,8 @@ def _case_id(case):
     return f"{len(spatial)}d-{join(spatial)}-k{join(kernel)}-s{join(strides)}-d{join(dilation)}-{padding}-m{multiplier}"
 
 
-def _same_pads(size, kernel, stride, dilation):
-    effective = (kernel - 1) * dilation + 1
-    total = max((-(-size // stride) - 1) * stride + effective - size, 0)
-    return total // 2, total - total // 2
-
-
-def depthwise_gradients(x, kernel, g, strides, padding, dilation):
-    """d(sum(depthwise(x, kernel) * g)) / d(x, kernel), by a backpropagation loop.
-
-    channels_last `x` (N, *spatial, C), `kernel` (*k, C, M), `g` like the output.
-    Each output position scatters its gradient back to the inputs under each tap.
-    """
-    rank = x.ndim - 2
-    ksize, (channels, multiplier) = kernel.shape[:rank], kernel.shape[rank:]
-    pads = [(0, 0)] * rank
-    if padding == "same":
-        pads = [_same_pads(n, k, s, d) for n, k, s, d in zip(x.shape[1:-1], ksize, strides, dilation)]
-    xp = np.pad(x.astype(np.float64), [(0, 0), *pads, (0, 0)])
-    dxp, dkernel = np.zeros_like(xp), np.zeros(kernel.shape)
-    grouped = g.reshape(g.shape[:-1] + (channels, multiplier)).astype(np.float64)
-    for position in itertools.product(*(range(o) for o in g.shape[1:-1])):
-        out = grouped[(slice(None), *position)]  # (N, C, M)
-        for tap in itertools.product(*(range(k) for k in ksize)):
-            index = (slice(None), *(p * s + t * d for p, s, t, d in zip(position, strides, tap, dilation)))
-            dxp[index] += np.einsum("ncm,cm->nc", out, kernel[tap])
-            dkernel[tap] += np.einsum("nc,ncm->cm", xp[index], out)
-    crop = (slice(None), *(slice(a, a + n) for (a, _), n in zip(pads, x.shape[1:-1])), slice(None))
-    return dxp[crop], dkernel
-
-
-def _to_format(x, data_format):
-    return x if data_format == "channels_last" else np.moveaxis(x, -1, 1)
-
-
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_depthwise_matches_reference(case, data_format, name, rng):
     spatial, ksize, strides, dilation, padding, multiplier = case
@@ -92,12 +60,12 @@ def test_depthwise_matches_reference(case, data_format, name, rng):
     def depthwise(x, kernel):
         return kernels.implementation(name)(x, kernel, strides, padding, data_format, dilation)
 
-    got = keras.ops.convert_to_numpy(depthwise(_to_format(x, data_format), kernel))
-    np.testing.assert_allclose(got, _to_format(expected, data_format), rtol=1e-5, atol=1e-4)
+    got = keras.ops.convert_to_numpy(depthwise(to_format(x, data_format), kernel))
+    np.testing.assert_allclose(got, to_format(expected, data_format), rtol=1e-5, atol=1e-4)
 
-    dx, dkernel = gradients(depthwise, [_to_format(x, data_format), kernel], _to_format(g, data_format))
-    expected_dx, expected_dkernel = depthwise_gradients(x, kernel, g, strides, padding, dilation)
-    np.testing.assert_allclose(dx, _to_format(expected_dx, data_format), rtol=1e-5, atol=1e-4)
+    dx, dkernel = gradients(depthwise, [to_format(x, data_format), kernel], to_format(g, data_format))
+    expected_dx, expected_dkernel = reference.depthwise_gradients(x, kernel, g, strides, padding, dilation)
+    np.testing.assert_allclose(dx, to_format(expected_dx, data_format), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(dkernel, expected_dkernel, rtol=1e-5, atol=1e-4)
 
 
@@ -116,7 +84,7 @@ def test_depthwise_bfloat16_matches_reference(name, rng):
 
 
 @pytest.mark.parametrize("use_bias", [False, True], ids=["no-bias", "bias"])
-@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
 @pytest.mark.parametrize("spatial", [(7,), (5, 6), (3, 4, 5)], ids=lambda s: f"{len(s)}d")
 def test_pointwise_matches_reference(spatial, data_format, use_bias, rng):
     x = rng.normal(size=(2, *spatial, 6)).astype("float32")
@@ -127,13 +95,13 @@ def test_pointwise_matches_reference(spatial, data_format, use_bias, rng):
     def pointwise(x, kernel, *bias):
         return kernels.pointwise_conv(x, kernel, data_format, *bias)
 
-    inputs = [_to_format(x, data_format), kernel] + ([bias] if use_bias else [])
+    inputs = [to_format(x, data_format), kernel] + ([bias] if use_bias else [])
     got = keras.ops.convert_to_numpy(pointwise(*inputs))
     expected = reference.pointwise(x, kernel) + (bias if use_bias else 0)
-    np.testing.assert_allclose(got, _to_format(expected, data_format), rtol=1e-5, atol=1e-5)
-    dx, dkernel, *dbias = gradients(pointwise, inputs, _to_format(g, data_format))
+    np.testing.assert_allclose(got, to_format(expected, data_format), rtol=1e-5, atol=1e-5)
+    dx, dkernel, *dbias = gradients(pointwise, inputs, to_format(g, data_format))
     matrix = kernel.reshape(6, 4)
-    np.testing.assert_allclose(dx, _to_format(g @ matrix.T, data_format), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, to_format(g @ matrix.T, data_format), rtol=1e-5, atol=1e-5)
     expected_dkernel = (x.reshape(-1, 6).T @ g.reshape(-1, 4)).reshape(kernel.shape)
     np.testing.assert_allclose(dkernel, expected_dkernel, rtol=1e-5, atol=1e-4)
     if use_bias:
@@ -157,7 +125,7 @@ def _call(shape, kernel_shape, dtype="float32"):
 
 
 def test_auto_rule_per_backend():
-    """The measured rule of `_select._auto_rule` (these machines have no GPU)."""
+    """The measured rule of `_dispatch._auto_rule` (these machines have no GPU)."""
     rule = {
         ("jax", 1, "float32"): "shifted",
         ("jax", 2, "float32"): "shifted",
@@ -185,18 +153,94 @@ def test_forced_implementation_wins_and_is_restored():
 
 
 def test_environment_variable_selects(monkeypatch):
-    monkeypatch.setattr(_select, "_setting", None)  # nothing set in code: the variable decides
+    monkeypatch.setattr(_dispatch, "_setting", None)  # nothing set in code: the variable decides
     monkeypatch.setenv("SEPCONV_DEPTHWISE", "shifted")
     assert kernels.resolve(*_call((2, 6, 6, 3), (3, 3, 3, 1))) == "shifted"
     monkeypatch.setenv("SEPCONV_DEPTHWISE", "fastest")
-    with pytest.raises(ValueError, match="SEPCONV_DEPTHWISE must be one of 'auto', 'native', 'shifted'. "
-                       "Received: SEPCONV_DEPTHWISE='fastest'"):
+    message = "^SEPCONV_DEPTHWISE must be one of 'auto', 'native', 'shifted', 'triton'.*"
+    message += " Received: SEPCONV_DEPTHWISE='fastest'$"
+    with pytest.raises(ValueError, match=message):
         kernels.resolve(*_call((2, 6, 6, 3), (3, 3, 3, 1)))
 
 
 def test_unknown_implementation_name_is_reported():
-    with pytest.raises(ValueError, match="name must be one of 'native', 'shifted'. Received: name='auto'"):
+    with pytest.raises(ValueError, match="^name must be one of 'native', 'shifted', 'triton'.* Received: name='auto'$"):
         kernels.implementation("auto")
+
+
+def _cuda():
+    return _provenance.device(BACKEND) != "CPU"
+
+
+def test_available_implementations(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    names = kernels.available_implementations()
+    if BACKEND == "torch" and _cuda() and "triton" in names:
+        assert names == ("auto", "native", "shifted", "triton")
+    else:  # "triton" only on torch + CUDA
+        assert names == ("auto", "native", "shifted")
+    assert kernels.available_implementations(rank=3) == ("auto", "native", "shifted")
+
+
+@pytest.mark.parametrize("through", ["set", "environment", "implementation"])
+def test_triton_is_refused_where_it_cannot_run(through, monkeypatch):
+    if BACKEND == "torch" and _cuda():
+        pytest.skip("this machine runs the Triton kernels")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(_dispatch, "_setting", None)
+    received = {
+        "tensorflow": "backend='tensorflow'",
+        "jax": "backend='jax'",
+        "torch": "backend='torch', (device='CPU'|triton=None)",
+    }[BACKEND]
+    argument = "SEPCONV_DEPTHWISE" if through == "environment" else "name"
+    message = (
+        "^" + re.escape("The 'triton' depthwise implementation runs on the torch backend with a CUDA device "
+                        "(or TRITON_INTERPRET=1) and triton installed, imported before any TensorFlow. "
+                        f"Received: {argument}='triton', ")
+        + received + "$"
+    )
+    with pytest.raises(ValueError, match=message):
+        if through == "set":
+            kernels.set_depthwise_implementation("triton")
+        elif through == "environment":
+            monkeypatch.setenv("SEPCONV_DEPTHWISE", "triton")
+            kernels.get_depthwise_implementation()
+        else:
+            kernels.implementation("triton")
+    monkeypatch.delenv("SEPCONV_DEPTHWISE", raising=False)
+    assert kernels.get_depthwise_implementation() == "auto"  # a refused name changes nothing
+
+
+def test_auto_is_resolved_once_per_call_signature(monkeypatch):
+    resolved = []
+    auto = _dispatch._auto
+    monkeypatch.setattr(_dispatch, "_auto", lambda call, x, kernel: resolved.append(call) or auto(call, x, kernel))
+    layer = sepconv.DepthwiseSeparableConv2D(4, 3, padding="same")
+    x = np.zeros((2, 6, 6, 3), "float32")
+    for _ in range(3):
+        layer(x)
+    assert len(resolved) == 1
+    layer(np.zeros((3, 6, 6, 3), "float32"))  # a new shape is a new call signature
+    assert [call["input_shape"] for call in resolved] == [(2, 6, 6, 3), (3, 6, 6, 3)]
+
+
+def test_forced_name_wins_over_the_remembered_choice():
+    layer = sepconv.DepthwiseSeparableConv2D(4, 3, padding="same")
+    x = np.zeros((2, 6, 6, 3), "float32")
+    with kernels.record_depthwise_calls() as calls:
+        layer(x)  # "auto" resolved and remembered
+        for name in NAMES:
+            with kernels.use_depthwise_implementation(name):
+                layer(x)
+        layer(x)
+    auto = calls[0]["implementation"]
+    assert [call["implementation"] for call in calls] == [auto, _other(auto)]  # distinct calls only
+    with kernels.record_depthwise_calls() as calls:
+        with kernels.use_depthwise_implementation(_other(auto)):
+            layer(x)
+        layer(x)
+    assert [call["implementation"] for call in calls] == [_other(auto), auto]
 
 
 # --- the autotune cache ---------------------------------------------------
@@ -249,17 +293,22 @@ def test_store_is_atomic_and_keeps_other_entries(cache_dir, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_autotune.json, "dump", interrupted)
+    monkeypatch.setattr(_atomic.os, "replace", interrupted)  # the new file is written, not yet in place
     with pytest.raises(KeyboardInterrupt):
         _autotune.store(_key(first), "shifted", {"shifted": 0.5})
-    # The half-written file never replaced the cache and was removed.
+    # The written file never replaced the cache and was removed.
     assert (cache_dir / "depthwise-autotune.json").read_text() == before
     assert sorted(os.listdir(cache_dir)) == ["depthwise-autotune.json"]
 
 
 @pytest.mark.parametrize(
     "text",
-    ["{not json", "[1, 2]", '{"version": 0, "entries": {}}', '{"version": 1, "entries": []}'],
+    [
+        "{not json",
+        "[1, 2]",
+        '{"version": 1, "entries": {}}',
+        f'{{"version": {_autotune.VERSION}, "entries": []}}',
+    ],
     ids=["garbage", "not-a-dict", "old-version", "bad-entries"],
 )
 def test_corrupt_cache_is_ignored_then_replaced(cache_dir, text):
@@ -271,6 +320,28 @@ def test_corrupt_cache_is_ignored_then_replaced(cache_dir, text):
     with pytest.warns(UserWarning, match="Ignoring the unreadable autotune cache"):
         _autotune.store(_key(call), _other(ruled), {})  # reads what is there first
     assert kernels.resolve(*call) == _other(ruled)
+
+
+def test_store_in_this_process_replaces_remembered_choices(cache_dir):
+    call = _call((2, 6, 6, 3), (3, 3, 3, 1))
+    with kernels.record_depthwise_calls() as calls:
+        kernels.depthwise_conv(*call)
+    ruled = calls[0]["implementation"]
+    _autotune.store(_key(call), _other(ruled), {})
+    with kernels.record_depthwise_calls() as calls:
+        kernels.depthwise_conv(*call)
+    assert calls[0]["implementation"] == _other(ruled)
+
+
+def test_cache_key_names_the_device_as_provenance_does():
+    key = json.loads(_key(_call((2, 6, 6, 3), (3, 3, 3, 1))))
+    assert key["backend"] == BACKEND
+    assert key["device"] == kernels.device_name()
+    device = _provenance.device(BACKEND)
+    if device == "CPU":
+        assert kernels.device_name() == f"CPU: {_provenance.cpu_name()} ({_provenance.usable_cores()} cores)"
+    else:
+        assert kernels.device_name() == device
 
 
 def test_unknown_implementation_in_cache_is_ignored(cache_dir):

@@ -1,11 +1,14 @@
 """DepthwiseSeparableConv*D and DepthwiseConv3D against independent references."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
 
 import reference
 import sepconv
+from helpers import DATA_FORMATS, to_format
 from sepconv import kernels
 from sepconv.layers import DepthwiseConv3D, presets
 
@@ -40,12 +43,8 @@ def _tuple(value, rank):
     return (value,) * rank if isinstance(value, int) else tuple(value)
 
 
-def _to_format(x, data_format):
-    return x if data_format == "channels_last" else np.moveaxis(x, -1, 1)
-
-
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_matches_numpy_reference(case, data_format, implementation, rng):
     rank, spatial, kernel_size, strides, dilation, padding, multiplier, filters = case
@@ -65,18 +64,18 @@ def test_matches_numpy_reference(case, data_format, implementation, rng):
         depthwise_activation="relu",
         activation="relu",
     )
-    layer.build(_to_format(x, data_format).shape)
+    layer.build(to_format(x, data_format).shape)
     weights = [rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()]
     layer.set_weights(weights)
     dw_kernel, dw_bias, pw_kernel, bias = weights
 
-    got = keras.ops.convert_to_numpy(layer(_to_format(x, data_format)))
+    got = keras.ops.convert_to_numpy(layer(to_format(x, data_format)))
 
     middle = reference.relu(
         reference.depthwise(x, dw_kernel, _tuple(strides, rank), padding, _tuple(dilation, rank)) + dw_bias
     )
-    expected = _to_format(reference.relu(reference.pointwise(middle, pw_kernel) + bias), data_format)
-    assert got.shape == expected.shape == layer.compute_output_shape(_to_format(x, data_format).shape)
+    expected = to_format(reference.relu(reference.pointwise(middle, pw_kernel) + bias), data_format)
+    assert got.shape == expected.shape == layer.compute_output_shape(to_format(x, data_format).shape)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -227,8 +226,76 @@ def test_undefined_channels_are_reported():
 
 
 def test_unknown_implementation_is_reported():
-    with pytest.raises(ValueError, match="name must be one of 'auto', 'native', 'shifted'. Received: name='fast'"):
+    message = "^name must be one of 'auto', 'native', 'shifted', 'triton'.* Received: name='fast'$"
+    with pytest.raises(ValueError, match=message):
         kernels.set_depthwise_implementation("fast")
+
+
+# (layer, kernel_size, dilation_rate, channels_last input shape): a "valid" window larger than the input.
+TOO_SMALL = [
+    (lambda **kw: sepconv.DepthwiseSeparableConv1D(64, 11, strides=5, **kw), (11,), (1,), (10, 3)),
+    (lambda **kw: sepconv.DepthwiseSeparableConv1D(8, 3, dilation_rate=5, **kw), (3,), (5,), (10, 3)),
+    (lambda **kw: sepconv.DepthwiseSeparableConv2D(8, 5, **kw), (5, 5), (1, 1), (4, 4, 3)),
+    (lambda **kw: sepconv.DepthwiseSeparableConv2D(8, (3, 5), **kw), (3, 5), (1, 1), (6, 4, 3)),
+    (
+        lambda **kw: sepconv.DepthwiseSeparableConv3D(8, 3, dilation_rate=(1, 2, 1), **kw),
+        (3, 3, 3), (1, 2, 1), (5, 4, 5, 3),
+    ),
+    (lambda **kw: DepthwiseConv3D((2, 2, 6), **kw), (2, 2, 6), (1, 1, 1), (5, 5, 5, 3)),
+]
+TOO_SMALL_IDS = ["1d-k11-s5", "1d-k3-d5", "2d-k5", "2d-k3x5", "3d-d1x2x1", "depthwise3d-k2x2x6"]
+
+
+def _channels_first(shape):
+    return (shape[-1],) + shape[:-1]
+
+
+def _window_message(name, cls, kernel_size, dilation, input_shape):
+    effective = tuple((k - 1) * d + 1 for k, d in zip(kernel_size, dilation))
+    dilation = f", dilation_rate={dilation}" if any(d > 1 for d in dilation) else ""
+    return "^" + re.escape(
+        f"Layer '{name}' ({cls}): with padding='valid' the depthwise window, (kernel_size - 1) * dilation_rate + 1 "
+        f"= {effective}, is larger than the input; use padding='same' or a larger input. "
+        f"Received: input_shape={input_shape}, kernel_size={kernel_size}{dilation}"
+    ) + "$"
+
+
+@pytest.mark.parametrize("how", ["build", "compute_output_shape", "keras_input", "eager"])
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+@pytest.mark.parametrize("make, kernel_size, dilation, shape", TOO_SMALL, ids=TOO_SMALL_IDS)
+def test_window_larger_than_input_is_reported(make, kernel_size, dilation, shape, data_format, how):
+    """Not an empty tensor (TensorFlow) or an error from inside the backend (JAX, PyTorch)."""
+    layer = make(data_format=data_format, name="dsc")
+    shape = shape if data_format == "channels_last" else _channels_first(shape)
+    batch = 2 if how == "eager" else None
+    message = _window_message("dsc", type(layer).__name__, kernel_size, dilation, (batch, *shape))
+    with pytest.raises(ValueError, match=message):
+        if how == "build":
+            layer.build((None, *shape))
+        elif how == "compute_output_shape":
+            layer.compute_output_shape((None, *shape))
+        elif how == "keras_input":
+            layer(keras.Input(shape))
+        else:
+            layer(np.zeros((2, *shape), "float32"))
+
+
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+def test_window_larger_than_input_known_only_at_call(data_format):
+    """A layer built for inputs of any length meets a too short one."""
+    layer = sepconv.DepthwiseSeparableConv1D(4, 11, data_format=data_format, name="dsc")
+    model = keras.Sequential([keras.Input((None, 3) if data_format == "channels_last" else (3, None)), layer])
+    short, long = (to_format(np.zeros((2, n, 3), "float32"), data_format) for n in (10, 11))
+    message = _window_message("dsc", "DepthwiseSeparableConv1D", (11,), (1,), short.shape)
+    with pytest.raises(ValueError, match=message[1:-1]):  # inside Keras' "Exception encountered when calling" note
+        model(short)
+    assert keras.ops.convert_to_numpy(model(long)).shape == to_format(np.zeros((2, 1, 4)), data_format).shape
+
+
+@pytest.mark.parametrize("padding", ["same", "causal"])
+def test_same_and_causal_padding_take_any_length(padding):
+    layer = sepconv.DepthwiseSeparableConv1D(4, 11, strides=5, padding=padding)
+    assert tuple(layer(np.zeros((2, 10, 3), "float32")).shape) == (2, 2, 4)  # ceil(10 / 5) steps
 
 
 ALL_OPTIONS = dict(

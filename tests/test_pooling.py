@@ -1,13 +1,13 @@
 """`sepconv.kernels.max_pool` and the `MaxPooling*D` layers, against a numpy loop and Keras."""
 
-import itertools
-
 import keras
 import numpy as np
 import pytest
 
+import reference
 import sepconv
 from autodiff import gradients
+from helpers import BACKEND, DATA_FORMATS, to_format
 from sepconv import kernels
 
 # (spatial, pool_size, strides, padding)
@@ -24,70 +24,28 @@ CASES = [
 ]
 
 
-def _same_pads(size, pool, stride):
-    total = max((-(-size // stride) - 1) * stride + pool - size, 0)
-    return total // 2, total - total // 2
-
-
-def reference_max_pool(x, pool_size, strides, padding):
-    """channels_last max pooling by a loop over output positions; -inf padding for 'same'."""
-    spatial = x.shape[1:-1]
-    pads = [(0, 0)] * len(spatial)
-    if padding == "same":
-        pads = [_same_pads(n, p, s) for n, p, s in zip(spatial, pool_size, strides)]
-    xp = np.pad(x, [(0, 0), *pads, (0, 0)], constant_values=-np.inf)
-    out_shape = [(n + before + after - p) // s + 1 for n, (before, after), p, s in zip(spatial, pads, pool_size, strides)]
-    out = np.empty((x.shape[0], *out_shape, x.shape[-1]), x.dtype)
-    for position in itertools.product(*(range(o) for o in out_shape)):
-        window = tuple(slice(o * s, o * s + p) for o, s, p in zip(position, strides, pool_size))
-        out[(slice(None), *position)] = xp[(slice(None), *window)].max(axis=tuple(range(1, len(spatial) + 1)))
-    return out
-
-
-def reference_max_pool_gradient(x, g, pool_size, strides, padding):
-    """The gradient routes each output's `g` to its window's (unique) maximum."""
-    spatial = x.shape[1:-1]
-    pads = [(0, 0)] * len(spatial)
-    if padding == "same":
-        pads = [_same_pads(n, p, s) for n, p, s in zip(spatial, pool_size, strides)]
-    xp = np.pad(x, [(0, 0), *pads, (0, 0)], constant_values=-np.inf)
-    dxp = np.zeros(xp.shape)
-    for position in itertools.product(*(range(o) for o in g.shape[1:-1])):
-        for n, c in itertools.product(range(x.shape[0]), range(x.shape[-1])):
-            window = tuple(slice(o * s, o * s + p) for o, s, p in zip(position, strides, pool_size))
-            values = xp[(n, *window, c)]
-            offset = np.unravel_index(np.argmax(values), values.shape)
-            dxp[(n, *(w.start + o for w, o in zip(window, offset)), c)] += g[(n, *position, c)]
-    inner = tuple(slice(before, before + size) for (before, _), size in zip(pads, spatial))
-    return dxp[(slice(None), *inner, slice(None))]
-
-
-def _to_format(x, data_format):
-    return x if data_format == "channels_last" else np.moveaxis(x, -1, 1)
-
-
 def _distinct(rng, shape):
     """Values without ties, so the maximum (and its gradient) is unique."""
     return (rng.permutation(np.prod(shape)).reshape(shape) / np.prod(shape)).astype("float32")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: f"{len(case[0])}d-{case[0]}-p{case[1]}-s{case[2]}-{case[3]}")
-@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
 def test_max_pool_matches_reference(case, data_format, rng):
     spatial, pool_size, strides, padding = case
     x = _distinct(rng, (2, *spatial, 3))
-    expected = reference_max_pool(x, pool_size, strides, padding)
-    y = kernels.max_pool(_to_format(x, data_format), pool_size, strides, padding, data_format)
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(y), _to_format(expected, data_format))
+    expected = reference.max_pool(x, pool_size, strides, padding)
+    y = kernels.max_pool(to_format(x, data_format), pool_size, strides, padding, data_format)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(y), to_format(expected, data_format))
 
     g = rng.standard_normal(expected.shape).astype("float32")
     (dx,) = gradients(
         lambda t: kernels.max_pool(t, pool_size, strides, padding, data_format),
-        [_to_format(x, data_format)],
-        _to_format(g, data_format),
+        [to_format(x, data_format)],
+        to_format(g, data_format),
     )
-    expected_dx = reference_max_pool_gradient(x, g, pool_size, strides, padding)
-    np.testing.assert_allclose(dx, _to_format(expected_dx, data_format), rtol=1e-6, atol=1e-6)
+    expected_dx = reference.max_pool_gradient(x, g, pool_size, strides, padding)
+    np.testing.assert_allclose(dx, to_format(expected_dx, data_format), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("rank", [1, 2, 3])
@@ -108,7 +66,7 @@ def test_layer_is_a_drop_in_for_keras(rank, rng, tmp_path):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)))
 
 
-@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the layout path is PyTorch's")
+@pytest.mark.skipif(BACKEND != "torch", reason="the layout path is PyTorch's")
 def test_torch_output_is_contiguous_channels_last(rng):
     x = keras.ops.convert_to_tensor(_distinct(rng, (2, 8, 8, 4)))
     y = kernels.max_pool(x, (2, 2), (2, 2), "valid", "channels_last")

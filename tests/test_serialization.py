@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import sepconv
-from conftest import BACKEND
+from helpers import BACKEND
 
 LOAD_SCRIPT = """
 import sys, numpy as np, keras, sepconv

@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from conftest import shared_cifar10
+from helpers import shared_cifar10
 from sepconv._atomic import save_model
 from sepconv.data import Batches, Cifar10
 from sepconv.training import TrainConfig, compare, make_config, resume, train
-from sepconv.training import _loop, _progress, _run
+from sepconv import _run_folder
+from sepconv.data import stratified_subset
+from sepconv.training import _epoch_display, _loop
 from sepconv.training._callbacks import DataEpoch, EpochLog
-from sepconv.training._experiment import stratified_subset
 
 TINY = {"blocks": ((4, 1),)}
 CLASSES = ("red", "green", "blue")
@@ -80,13 +81,13 @@ def test_config_survives_json():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(epochs=0), ValueError, r"^epochs must be at least 1\. Received: epochs=0$"),
+        (dict(epochs=0), ValueError, r"^epochs must be positive\. Received: epochs=0$"),
         (dict(batch_size=2.5), TypeError, r"^batch_size must be an integer\. Received: batch_size=2\.5$"),
-        (dict(lr=0.0), ValueError, r"^lr must be in \(0, inf\)\. Received: lr=0\.0$"),
-        (dict(validation=1.5), ValueError, r"^validation must be in \(0, 1\)\. Received: validation=1\.5$"),
+        (dict(lr=0.0), ValueError, r"^lr must be a number in \(0, inf\)\. Received: lr=0\.0$"),
+        (dict(validation=1.5), ValueError, r"^validation must be a number in \(0, 1\)\. Received: validation=1\.5$"),
         (dict(validation="train"), ValueError, r"^validation must be 'test' or a fraction in \(0, 1\)\. Received: validation='train'$"),
         (dict(label_smoothing=1.0), ValueError, r"Received: label_smoothing=1\.0$"),
-        (dict(optimizer="adma"), ValueError, r"Did you mean 'adam'\? Received: optimizer='adma'$"),
+        (dict(optimizer="adma"), ValueError, r"Did you mean 'adam', 'adamw'\? Received: optimizer='adma'$"),
         (
             dict(schedule="cosine", warmup_epochs=3, epochs=3),
             ValueError,
@@ -159,7 +160,7 @@ def test_rich_progress_prints_a_line_per_epoch():
     model = _loop.build_model("vgg", tiny_config(), (32, 32, 3), 3, len(batches))
     log = EpochLog("vgg", len(data.y_train))
     console = Console(file=io.StringIO(), width=200)
-    progress = _progress.RichProgress("vgg [1/1]", log, epochs=2, console=console)
+    progress = _epoch_display.RichProgress("vgg [1/1]", log, epochs=2, console=console)
     model.fit(batches, validation_data=batches, epochs=2, shuffle=False, verbose=0, callbacks=[log, progress])
     text = console.file.getvalue()
     for row in log.rows:
@@ -181,7 +182,7 @@ def test_compare_writes_a_complete_run_folder(tmp_path, capsys):
         assert sorted(os.listdir(os.path.join(folder, model))) == ["best.keras", "final.keras", "state.json"]
     assert leftovers(folder) == []
 
-    record = _run.read_json(os.path.join(folder, "config.json"))
+    record = _run_folder.read_json(os.path.join(folder, "config.json"))
     assert record["models"] == ["vgg", "vgg_separable"]
     assert TrainConfig.from_dict(record["config"]) == tiny_config()
     assert record["environment"]["backend"] == keras.backend.backend()
@@ -192,12 +193,12 @@ def test_compare_writes_a_complete_run_folder(tmp_path, capsys):
     assert (record["data"]["train_images"], record["data"]["val_images"]) == (48, 36)
 
     rows = read_history(folder)
-    assert list(rows[0]) == list(_run.HISTORY_COLUMNS)
+    assert list(rows[0]) == list(_run_folder.HISTORY_COLUMNS)
     assert [(r["model"], r["epoch"]) for r in rows] == [("vgg", "1"), ("vgg", "2"), ("vgg_separable", "1"), ("vgg_separable", "2")]
     assert all(float(r["images_per_s"]) == pytest.approx(48 / float(r["epoch_time_s"]), rel=1e-4) for r in rows)
     assert all(float(r["lr"]) == pytest.approx(1e-3) for r in rows)
 
-    results = _run.read_json(os.path.join(folder, "results.json"))["models"]
+    results = _run_folder.read_json(os.path.join(folder, "results.json"))["models"]
     vgg = results[0]
     assert vgg["params"] == keras.saving.load_model(os.path.join(folder, "vgg", "final.keras")).count_params()
     assert vgg["best_val_accuracy"] == pytest.approx(max(float(r["val_accuracy"]) for r in rows[:2]), rel=1e-5)
@@ -211,7 +212,7 @@ def test_compare_writes_a_complete_run_folder(tmp_path, capsys):
 def test_hold_out_validation_and_test_accuracy(tmp_path):
     config = tiny_config(epochs=1, train_size=None, validation=0.2, val_size=9, optimizer="sgd", label_smoothing=0.1)
     result = train("vgg", config, out=str(tmp_path / "run"), quiet=True, data=synthetic_cifar10(), report=False)
-    record = _run.read_json(str(tmp_path / "run" / "config.json"))
+    record = _run_folder.read_json(str(tmp_path / "run" / "config.json"))
     assert (record["data"]["train_images"], record["data"]["val_images"]) == (72, 9)
     assert "hold-out" in record["data"]["validation"] and "subset of 9 images" in record["data"]["validation"]
     assert 0.0 <= result.models["vgg"]["test_accuracy"] <= 1.0
@@ -234,13 +235,13 @@ def test_resume_continues_an_interrupted_run(tmp_path, monkeypatch):
     reference = train("vgg", config, out=str(tmp_path / "reference"), quiet=True, data=data, report=False)
 
     folder = str(tmp_path / "run")
-    original = _progress.EpochLines.on_epoch_end
+    original = _epoch_display.EpochLines.on_epoch_end
 
     def interrupt_after_first_epoch(self, epoch, logs=None):
         original(self, epoch, logs)
         raise KeyboardInterrupt  # after the epoch's checkpoint: EpochLines runs last
 
-    monkeypatch.setattr(_progress.EpochLines, "on_epoch_end", interrupt_after_first_epoch)
+    monkeypatch.setattr(_epoch_display.EpochLines, "on_epoch_end", interrupt_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         compare(["vgg", "vgg_separable"], config, out=folder, quiet=True, data=data)
     monkeypatch.undo()
@@ -259,7 +260,7 @@ def test_resume_continues_an_interrupted_run(tmp_path, monkeypatch):
     assert sorted(os.listdir(os.path.join(folder, "vgg"))) == ["best.keras", "final.keras", "state.json"]
     assert leftovers(folder) == []
     assert os.path.isfile(os.path.join(folder, "report.html"))
-    assert len(_run.read_json(os.path.join(folder, "config.json"))["resumed"]) == 1
+    assert len(_run_folder.read_json(os.path.join(folder, "config.json"))["resumed"]) == 1
     # Same data order, optimizer state and schedule as the uninterrupted run.
     for resumed, uninterrupted in zip(result.history["vgg"], reference.history["vgg"]):
         assert resumed["loss"] == pytest.approx(uninterrupted["loss"], rel=1e-4, abs=1e-5)
@@ -313,7 +314,7 @@ def test_real_cifar10_copy(tmp_path):
     source = shared_cifar10()
     config = make_config("tutorial", preset="quick", train_size=100, val_size=50, epochs=1, batch_size=50, data=source)
     result = train("vgg_separable", config, out=str(tmp_path / "run"), quiet=True)
-    record = _run.read_json(str(tmp_path / "run" / "config.json"))
+    record = _run_folder.read_json(str(tmp_path / "run" / "config.json"))
     assert "cifar10-jpeg" in record["data"]["source"] and record["data"]["val_images"] == 50
     assert result.models["vgg_separable"]["params"] == 174_821
     assert "quick preset" in open(tmp_path / "run" / "report.md").read().lower()

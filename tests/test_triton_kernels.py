@@ -4,12 +4,19 @@ Torch backend only. Without a CUDA device the kernels run in Triton's CPU
 interpreter (slow, so a short list of cases); with one, a broader matrix.
 """
 
+import importlib.util
 import itertools
+import json
 import os
 import sys
+from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
+
+from helpers import DATA_FORMATS, to_format
+from reference import same_pads
 
 if keras.backend.backend() != "torch":
     pytest.skip("the Triton kernels take torch tensors", allow_module_level=True)
@@ -19,6 +26,9 @@ if "tensorflow" in sys.modules:
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+import sepconv  # noqa: E402
+from sepconv import kernels as registry  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 if not CUDA:
@@ -41,20 +51,14 @@ def _kernels():
     return kernels
 
 
-def _tf_same_pads(size, kernel, stride, dilation):
-    out = -(-size // stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
 def reference_depthwise(x, kernel, bias, strides, padding, dilation):
     """NHWC depthwise convolution through conv2d(groups=C), in float64."""
     kh, kw, c, m = kernel.shape
     x = x.double().permute(0, 3, 1, 2)
     weight = kernel.double().permute(2, 3, 0, 1).reshape(c * m, 1, kh, kw)  # out channel c*M+m
     if padding == "same":
-        top, bottom = _tf_same_pads(x.shape[2], kh, strides[0], dilation[0])
-        left, right = _tf_same_pads(x.shape[3], kw, strides[1], dilation[1])
+        top, bottom = same_pads(x.shape[2], kh, strides[0], dilation[0])
+        left, right = same_pads(x.shape[3], kw, strides[1], dilation[1])
         x = F.pad(x, (left, right, top, bottom))
     bias = None if bias is None else bias.double()
     y = F.conv2d(x, weight, bias, stride=strides, dilation=dilation, groups=c)
@@ -245,7 +249,7 @@ def test_fused_separable(case):
         _close(actual, want, dtype)
 
 
-@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
 @pytest.mark.parametrize("rank", [1, 2])
 def test_registry_signature(rank, data_format):
     """depthwise_conv_triton(x, kernel, strides, padding, data_format, dilation_rate)
@@ -319,13 +323,18 @@ def test_cpu_tensor_without_interpreter(monkeypatch):
         _kernels().depthwise_conv2d(torch.ones(1, 5, 5, 3), torch.ones(3, 3, 3, 1))
 
 
+def _gpucheck():
+    """`tools/gpucheck.py`, a script outside the package, loaded as a module."""
+    path = Path(__file__).resolve().parents[1] / "tools" / "gpucheck.py"
+    spec = importlib.util.spec_from_file_location("gpucheck", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_gpucheck_tiny(tmp_path, capsys):
     """The GPU check script end to end on tiny shapes: every entry recorded."""
-    import json
-
-    from sepconv.kernels.triton import gpucheck
-
-    status = gpucheck.main(["--out", str(tmp_path), "--tiny", "--dtypes", "float32", "--repeats", "1"])
+    status = _gpucheck().main(["--out", str(tmp_path), "--tiny", "--dtypes", "float32", "--repeats", "1"])
     report = json.loads((tmp_path / "gpucheck.json").read_text())
     summary = report["correctness_summary"]
     assert status == 0 and summary["cases"] == summary["ok"] > 0, summary
@@ -333,16 +342,50 @@ def test_gpucheck_tiny(tmp_path, capsys):
     assert [b for b in report["benchmarks"] if "median_ms" not in b] == []
     assert len(report["benchmarks"]) == 14
     assert "triton_depthwise/torch_depthwise_channels_last forward+backward float32" in report["ratios"]
-    assert {"torch", "triton", "device", "git_commit", "command"} <= set(report["environment"])
+    environment = report["environment"]  # sepconv._provenance's record
+    assert environment["backend"] == "torch"
+    assert environment["device"] == (f"GPU: {torch.cuda.get_device_name(0)}" if CUDA else "CPU")
+    assert {"torch", "triton"} <= set(environment["versions"]) and {"git", "command", "time"} <= set(environment)
+    assert sorted(os.listdir(tmp_path)) == ["gpucheck.json"]  # written atomically: no temporary file left
     assert "gpucheck: correctness" in capsys.readouterr().out
 
 
 def test_gpucheck_rejects_unknown_dtype(tmp_path, capsys):
-    from sepconv.kernels.triton import gpucheck
-
     with pytest.raises(SystemExit):
-        gpucheck.main(["--out", str(tmp_path), "--tiny", "--dtypes", "float32,int8"])
+        _gpucheck().main(["--out", str(tmp_path), "--tiny", "--dtypes", "float32,int8"])
     assert "--dtypes must name float32, bfloat16, float16. Received: ['int8']" in capsys.readouterr().err
+
+
+def test_gpucheck_needs_the_torch_backend(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert _gpucheck().main(["--out", str(tmp_path), "--tiny"]) == 2
+    assert capsys.readouterr().err == (
+        "gpucheck: runs on Keras' torch backend (Triton cannot load after TensorFlow). Received: KERAS_BACKEND=jax\n"
+    )
+
+
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+@pytest.mark.parametrize("rank", [1, 2])
+def test_layer_runs_triton_when_forced(rank, data_format, rng):
+    """The registry name "triton" through a layer: the same result as "native"."""
+    assert "triton" in registry.available_implementations()
+    layer = getattr(sepconv, f"DepthwiseSeparableConv{rank}D")(
+        5, 3, strides=2, padding="same", depth_multiplier=2, data_format=data_format
+    )
+    x = to_format(rng.normal(size=(2, *(7,) * rank, 4)).astype("float32"), data_format)
+    with registry.use_depthwise_implementation("native"):
+        expected = keras.ops.convert_to_numpy(layer(x))
+    with registry.record_depthwise_calls() as calls, registry.use_depthwise_implementation("triton"):
+        got = keras.ops.convert_to_numpy(layer(x))
+    assert [call["implementation"] for call in calls] == ["triton"]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_auto_never_picks_triton_by_rule(tmp_path, monkeypatch):
+    """Only a measurement stored by `sepconv bench tune` lets "auto" choose "triton"."""
+    monkeypatch.setenv("SEPCONV_CACHE_DIR", str(tmp_path))  # no measurements
+    x, kernel = torch.zeros(2, 8, 8, 3).to(DEVICE), torch.zeros(3, 3, 3, 1).to(DEVICE)
+    assert registry.resolve(x, kernel, (1, 1), "same", "channels_last", (1, 1)) != "triton"
 
 
 def test_is_available():

@@ -6,6 +6,7 @@ MACs count the multiply-accumulates of convolution and dense kernels only;
 FLOPs = 2 x MACs (see `MAC_CONVENTION`).
 """
 
+from sepconv.analysis._comparison import compare_conv_costs
 from sepconv.analysis._counting import MAC_CONVENTION
 from sepconv.analysis._formulas import (
     conv_macs,
@@ -28,6 +29,7 @@ __all__ = [
     "MAC_CONVENTION",
     "LayerProfile",
     "ModelProfile",
+    "compare_conv_costs",
     "conv_macs",
     "conv_output_size",
     "conv_params",

@@ -17,6 +17,8 @@ repeated to that rank (as Keras layers do).
 
 import math
 
+from sepconv import _validation
+
 __all__ = [
     "conv_params",
     "conv_macs",
@@ -33,25 +35,12 @@ __all__ = [
 ]
 
 
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive. Received: {name}={value}")
-    return value
-
-
 def _size_tuple(value, name):
     if isinstance(value, (tuple, list)):
         if not value:
             raise ValueError(f"{name} must not be empty. Received: {name}={value!r}")
-        for item in value:
-            if isinstance(item, bool) or not isinstance(item, int):
-                raise ValueError(f"{name} must contain positive integers. Received: {name}={value!r}")
-            if item <= 0:
-                raise ValueError(f"{name} must be positive. Received: {name}={tuple(value)}")
-        return tuple(value)
-    return (_positive_int(value, name),)
+        return _validation.int_tuple(value, len(value), name)
+    return (_validation.positive_int(value, name),)
 
 
 def _sizes(kernel_size, other, other_name):
@@ -82,7 +71,7 @@ def _kernel_area(kernel_size):
 
 
 def _check_groups(in_channels, out_channels, groups):
-    _positive_int(groups, "groups")
+    _validation.positive_int(groups, "groups")
     if in_channels % groups or out_channels % groups:
         raise ValueError(
             "in_channels and out_channels must both be divisible by groups. "
@@ -98,8 +87,8 @@ def conv_params(in_channels, out_channels, kernel_size, use_bias=True, groups=1)
     2017, arXiv:1704.04861, Sec. 3.1, with ``g = 1``; grouping as in Keras
     `Conv2D(groups=g)`). Example: 3x3, 3 -> 64 gives 27 * 64 + 64 = 1,792.
     """
-    _positive_int(in_channels, "in_channels")
-    _positive_int(out_channels, "out_channels")
+    _validation.positive_int(in_channels, "in_channels")
+    _validation.positive_int(out_channels, "out_channels")
     _check_groups(in_channels, out_channels, groups)
     weights = _kernel_area(kernel_size) * (in_channels // groups) * out_channels
     return weights + (out_channels if use_bias else 0)
@@ -112,8 +101,8 @@ def conv_macs(in_channels, out_channels, kernel_size, output_size, groups=1):
     output value (Howard et al. 2017, arXiv:1704.04861, Sec. 3.1, eq. 2 with
     ``g = 1``). `output_size` is the spatial size of the output feature map.
     """
-    _positive_int(in_channels, "in_channels")
-    _positive_int(out_channels, "out_channels")
+    _validation.positive_int(in_channels, "in_channels")
+    _validation.positive_int(out_channels, "out_channels")
     _check_groups(in_channels, out_channels, groups)
     kernel, output = _sizes(kernel_size, output_size, "output_size")
     return math.prod(kernel) * (in_channels // groups) * out_channels * math.prod(output)
@@ -127,8 +116,8 @@ def conv_transpose_macs(in_channels, out_channels, kernel_size, input_size):
     convolution arithmetic for deep learning", arXiv:1603.07285, Sec. 4).
     Products that `padding="same"` later crops away are still counted.
     """
-    _positive_int(in_channels, "in_channels")
-    _positive_int(out_channels, "out_channels")
+    _validation.positive_int(in_channels, "in_channels")
+    _validation.positive_int(out_channels, "out_channels")
     kernel, inputs = _sizes(kernel_size, input_size, "input_size")
     return math.prod(kernel) * in_channels * out_channels * math.prod(inputs)
 
@@ -140,8 +129,8 @@ def depthwise_params(in_channels, kernel_size, depth_multiplier=1, use_bias=True
     default of Keras `DepthwiseConv2D`): one ``D_K x D_K`` filter per input
     channel and multiplier (Howard et al. 2017, arXiv:1704.04861, Sec. 3.1).
     """
-    _positive_int(in_channels, "in_channels")
-    _positive_int(depth_multiplier, "depth_multiplier")
+    _validation.positive_int(in_channels, "in_channels")
+    _validation.positive_int(depth_multiplier, "depth_multiplier")
     channels = in_channels * depth_multiplier
     return _kernel_area(kernel_size) * channels + (channels if use_bias else 0)
 
@@ -151,8 +140,8 @@ def depthwise_macs(in_channels, kernel_size, output_size, depth_multiplier=1):
 
     Howard et al. 2017, arXiv:1704.04861, Sec. 3.1, eq. 4 (with ``m = 1``).
     """
-    _positive_int(in_channels, "in_channels")
-    _positive_int(depth_multiplier, "depth_multiplier")
+    _validation.positive_int(in_channels, "in_channels")
+    _validation.positive_int(depth_multiplier, "depth_multiplier")
     kernel, output = _sizes(kernel_size, output_size, "output_size")
     return math.prod(kernel) * in_channels * depth_multiplier * math.prod(output)
 
@@ -163,8 +152,8 @@ def pointwise_params(in_channels, out_channels, use_bias=True):
     Each of the ``N`` filters has shape ``(1, 1, M)`` (Howard et al. 2017,
     arXiv:1704.04861, Sec. 3.1).
     """
-    _positive_int(in_channels, "in_channels")
-    _positive_int(out_channels, "out_channels")
+    _validation.positive_int(in_channels, "in_channels")
+    _validation.positive_int(out_channels, "out_channels")
     return in_channels * out_channels + (out_channels if use_bias else 0)
 
 
@@ -174,8 +163,8 @@ def pointwise_macs(in_channels, out_channels, output_size):
     Howard et al. 2017, arXiv:1704.04861, Sec. 3.1 (second term of eq. 5).
     An int `output_size` means a square ``D_F x D_F`` map.
     """
-    _positive_int(in_channels, "in_channels")
-    _positive_int(out_channels, "out_channels")
+    _validation.positive_int(in_channels, "in_channels")
+    _validation.positive_int(out_channels, "out_channels")
     output = _size_tuple(output_size, "output_size")
     if not isinstance(output_size, (tuple, list)):
         output = output * 2
@@ -198,7 +187,7 @@ def separable_params(
     step). Example, 3x3, 3 -> 64: 27 + 192 + 64 = 283; with a depthwise bias
     as well (a `DepthwiseConv2D` followed by a 1x1 `Conv2D`): 286.
     """
-    _positive_int(depth_multiplier, "depth_multiplier")
+    _validation.positive_int(depth_multiplier, "depth_multiplier")
     depthwise = depthwise_params(in_channels, kernel_size, depth_multiplier, use_bias=depthwise_bias)
     pointwise = pointwise_params(in_channels * depth_multiplier, out_channels, use_bias=pointwise_bias)
     return depthwise + pointwise
@@ -224,9 +213,9 @@ def dense_macs(in_features, out_features, positions=1):
     ``in x out`` matrix product at each of the `positions` leading
     positions (the product of all leading dimensions, batch included).
     """
-    _positive_int(in_features, "in_features")
-    _positive_int(out_features, "out_features")
-    _positive_int(positions, "positions")
+    _validation.positive_int(in_features, "in_features")
+    _validation.positive_int(out_features, "out_features")
+    _validation.positive_int(positions, "positions")
     return in_features * out_features * positions
 
 
@@ -238,8 +227,8 @@ def cost_ratio(out_channels, kernel_size, depth_multiplier=1):
     ``m = 1``; a depth multiplier ``m`` scales both separable terms by ``m``.
     It does not depend on ``M`` or ``D_F``. Biases are not included.
     """
-    _positive_int(out_channels, "out_channels")
-    _positive_int(depth_multiplier, "depth_multiplier")
+    _validation.positive_int(out_channels, "out_channels")
+    _validation.positive_int(depth_multiplier, "depth_multiplier")
     return depth_multiplier * (1 / out_channels + 1 / _kernel_area(kernel_size))
 
 

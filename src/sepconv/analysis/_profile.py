@@ -26,6 +26,7 @@ import re
 
 import keras
 
+from sepconv import _validation
 from sepconv.analysis import _calls, _counting
 
 __all__ = ["LayerProfile", "ModelProfile", "profile_model"]
@@ -183,11 +184,6 @@ def _variable_bytes(variables, dtype_bytes):
     return sum(math.prod(v.shape) * (dtype_bytes or _dtype_size(v.dtype)) for v in variables)
 
 
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
-
-
 def _standardize_input_shapes(input_shape):
     """`None`, one shape or a list of shapes -> `None` or a list of tuples."""
     if input_shape is None:
@@ -302,9 +298,9 @@ def profile_model(model, input_shape=None, batch_size=1, dtype_bytes=None):
         A `ModelProfile`. The conventions are in this module's docstring and
         in `ModelProfile.convention`.
     """
-    _check_positive_int(batch_size, "batch_size")
+    _validation.positive_int(batch_size, "batch_size")
     if dtype_bytes is not None:
-        _check_positive_int(dtype_bytes, "dtype_bytes")
+        _validation.positive_int(dtype_bytes, "dtype_bytes")
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(f"model must be a Keras model or layer. Received: model={type(model).__name__}")
     method, input_shapes, calls = _collect_calls(model, input_shape, batch_size)

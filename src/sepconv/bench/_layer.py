@@ -17,8 +17,9 @@ import keras
 import numpy as np
 
 import sepconv
-from sepconv import _validation, analysis, kernels
-from sepconv.bench import _compiled, _environment, _timing
+from sepconv import _options, _provenance, _validation, analysis, kernels
+from sepconv._options import one_of, option
+from sepconv.bench import _compiled, _machine, _timing
 
 OPS = ("depthwise", "pointwise", "dsc", "conv")
 MODES = ("forward", "forward_backward")
@@ -27,42 +28,27 @@ SHAPES = ("32x32x64", "16x16x128", "8x8x256")  # the tutorial VGG's 3x3 convolut
 BACKWARD_FACTOR = 3  # forward + input gradient + kernel gradient
 
 
+def _shape(text, name):
+    parse_shape(text)
+    return text
+
+
 @dataclasses.dataclass
-class LayerBenchConfig:
+class LayerBenchConfig(_timing.TimingOptions):
     """What `run` measures (every combination of the tuples)."""
 
-    ops: tuple = OPS
-    shapes: tuple = SHAPES
-    batch_size: int = 128
-    dtypes: tuple = ("float32",)
-    data_formats: tuple = ("channels_last",)
-    modes: tuple = MODES
-    kernel_size: int = 3
-    implementation: str = "auto"
-    warmup: int = 2
-    repeats: int = 7
-    matmul_size: int = 2048
-    seed: int = 0
-
-    def validate(self):
-        for name, values, allowed in (
-            ("ops", self.ops, OPS),
-            ("modes", self.modes, MODES),
-            ("dtypes", self.dtypes, DTYPES),
-            ("data_formats", self.data_formats, ("channels_last", "channels_first")),
-        ):
-            if not values:
-                raise ValueError(f"{name} must not be empty. Received: {name}={values!r}")
-            for value in values:
-                _validation.choice(value, allowed, name[:-1])
-        _validation.choice(self.implementation, kernels.available_implementations(), "implementation")
-        for name in ("batch_size", "kernel_size", "repeats", "matmul_size"):
-            _validation.positive_int(getattr(self, name), name)
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"warmup must be a non-negative integer. Received: warmup={self.warmup!r}")
-        for shape in self.shapes:
-            parse_shape(shape)
-        return self
+    ops: tuple = option(OPS, "operations to time", check=_validation.each(one_of(OPS)), nargs="+", metavar="OP")
+    shapes: tuple = option(SHAPES, "input shapes HxWxC or HxWxC:FILTERS (filters default C)",
+                           check=_validation.each(_shape), nargs="+", metavar="HxWxC[:F]")  # fmt: skip
+    dtypes: tuple = option(("float32",), "tensor dtypes", check=_validation.each(one_of(DTYPES)), nargs="+",
+                           metavar="DTYPE", flag="--dtype")  # fmt: skip
+    data_formats: tuple = option(("channels_last",), "data formats",
+                                 check=_validation.each(one_of(("channels_last", "channels_first"))), nargs="+",
+                                 metavar="FORMAT", flag="--data-format")  # fmt: skip
+    modes: tuple = option(MODES, "forward and/or forward+backward", check=_validation.each(one_of(MODES)),
+                          nargs="+", metavar="MODE", flag="--mode")  # fmt: skip
+    kernel_size: int = option(3, "kernel side", check=_validation.positive_int, parse=_options.parse_int,
+                              metavar="K")  # fmt: skip
 
 
 def parse_shape(text):
@@ -231,11 +217,10 @@ def _add_roofline(record, peak_flops):
 
 def run(config, progress=None):
     """Runs the layer benchmark; returns a JSON-ready dict (environment, machine, config, results)."""
-    config.validate()
     with kernels.use_depthwise_implementation(config.implementation):
         rng = np.random.default_rng(config.seed)
         size, warmup, repeats = config.matmul_size, config.warmup, config.repeats
-        before = {d: _environment.peak_matmul(size, d, warmup, repeats) for d in config.dtypes}
+        before = {d: _machine.peak_matmul(size, d, warmup, repeats) for d in config.dtypes}
         results = []
         for dtype in config.dtypes:
             for data_format in config.data_formats:
@@ -244,13 +229,13 @@ def run(config, progress=None):
                         if progress:
                             progress(f"{op} {text} {dtype} {data_format}")
                         results.extend(_case(op, parse_shape(text), config, dtype, data_format, rng))
-        after = {d: _environment.peak_matmul(size, d, 0, repeats) for d in config.dtypes}
-    peaks = {dtype: _environment.best_peak(before[dtype], after[dtype]) for dtype in config.dtypes}
+        after = {d: _machine.peak_matmul(size, d, 0, repeats) for d in config.dtypes}
+    peaks = {dtype: _machine.best_peak(before[dtype], after[dtype]) for dtype in config.dtypes}
     for record in results:
         _add_roofline(record, peaks[record["dtype"]]["gflops_per_s"] * 1e9)
     return {
         "benchmark": "layer",
-        "environment": _environment.environment(),
+        "environment": _provenance.environment(),
         "config": dataclasses.asdict(config),
         "machine": {"matmul": peaks},
         "conventions": {

@@ -15,45 +15,40 @@ import dataclasses
 import keras
 import numpy as np
 
-from sepconv import _validation, analysis, kernels, models
-from sepconv.bench import _environment, _timing
+from sepconv import _options, _provenance, _validation, analysis, kernels, models
+from sepconv._options import one_of, option
+from sepconv.bench import _machine, _timing
 
 MODES = ("train", "inference")
+DTYPE_POLICIES = ("float32", "bfloat16", "mixed_bfloat16")
 BACKWARD_FACTOR = 3
 
 
-@dataclasses.dataclass
-class ModelBenchConfig:
-    # Keras-only baselines first: every ratio is to the tutorial's own regular model.
-    models: tuple = ("vgg_keras", "vgg_keras_separable", "vgg", "vgg_separable")
-    batch_size: int = 128
-    modes: tuple = MODES
-    dtype_policy: str = "float32"
-    optimizer: str = "adam"
-    implementation: str = "auto"
-    warmup: int = 2
-    repeats: int = 7
-    matmul_size: int = 2048
-    seed: int = 0
+def _model_name(name, argument):
+    return models.check_model_name(name, argument)
 
-    def validate(self):
-        if not self.models:
-            raise ValueError(f"models must not be empty. Received: models={self.models!r}")
-        known = models.list_models()
-        for name in self.models:
-            if name not in known:
-                models.create_model(name)  # raises, listing the known names and close matches
-        for mode in self.modes:
-            _validation.choice(mode, MODES, "mode")
-        _validation.choice(self.dtype_policy, ("float32", "bfloat16", "mixed_bfloat16"), "dtype_policy")
-        _validation.choice(self.implementation, kernels.available_implementations(), "implementation")
-        for name in ("batch_size", "repeats", "matmul_size"):
-            _validation.positive_int(getattr(self, name), name)
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 1:
-            raise ValueError(
-                f"warmup must be a positive integer (the first call compiles). Received: warmup={self.warmup!r}"
-            )
-        return self
+
+def _first_call_compiles(value, name):
+    value = _validation.integer(value, name)
+    if value < 1:
+        raise ValueError(f"{name} must be positive (the first call compiles). Received: {name}={value}")
+    return value
+
+
+@dataclasses.dataclass
+class ModelBenchConfig(_timing.TimingOptions):
+    """What `run` measures: each mode of each model. Ratios are to the first model."""
+
+    # Keras-only baselines first: every ratio is to the tutorial's own regular model.
+    models: tuple = option(("vgg_keras", "vgg_keras_separable", "vgg", "vgg_separable"),
+                           "registry model names; ratios are to the first", check=_validation.each(_model_name),
+                           nargs="+", metavar="MODEL", flag=False)  # fmt: skip
+    modes: tuple = option(MODES, "what to time", check=_validation.each(one_of(MODES)), nargs="+", metavar="MODE",
+                          flag="--mode")  # fmt: skip
+    dtype_policy: str = option("float32", "Keras dtype policy", check=one_of(DTYPE_POLICIES), metavar="POLICY")
+    optimizer: str = option("adam", "Keras optimizer name", check=_validation.string, metavar="NAME")
+    warmup: int = option(2, "untimed calls first; at least 1, the first call compiles", check=_first_call_compiles,
+                         parse=_options.parse_int, metavar="N")  # fmt: skip
 
 
 def _batch(model, batch_size, rng):
@@ -112,13 +107,12 @@ def _record(info, mode, timing, timings, peak, config):
 
 def run(config, progress=None):
     """Runs the model benchmark; returns a JSON-ready dict (environment, machine, config, results)."""
-    config.validate()
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config.dtype_policy)
     try:
         with kernels.use_depthwise_implementation(config.implementation):
             rng = np.random.default_rng(config.seed)
-            before = _environment.peak_matmul(config.matmul_size, "float32", 2, config.repeats)
+            before = _machine.peak_matmul(config.matmul_size, "float32", 2, config.repeats)
             prepared = {}
             for name in config.models:
                 if progress:
@@ -130,10 +124,10 @@ def run(config, progress=None):
                     progress(f"timing {mode}")
                 functions = {name: functions[mode] for name, (_, functions) in prepared.items()}
                 timings[mode] = _timing.measure_interleaved(functions, warmup=0, repeats=config.repeats)
-            after = _environment.peak_matmul(config.matmul_size, "float32", 0, config.repeats)
+            after = _machine.peak_matmul(config.matmul_size, "float32", 0, config.repeats)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    peak = _environment.best_peak(before, after)
+    peak = _machine.best_peak(before, after)
     results = [
         _record(prepared[name][0], mode, timing, timings[mode], peak, config)
         for mode in timings
@@ -141,7 +135,7 @@ def run(config, progress=None):
     ]
     return {
         "benchmark": "model",
-        "environment": _environment.environment(),
+        "environment": _provenance.environment(),
         "config": dataclasses.asdict(config),
         "machine": {"matmul": {"float32": peak}},
         "conventions": {

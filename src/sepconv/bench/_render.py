@@ -24,7 +24,8 @@ def _percent(fraction):
 def environment_line(result):
     env = result["environment"]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
-    commit = (env["commit"] or "unknown")[:10] + (" (modified)" if env.get("commit_dirty") else "")
+    git = env.get("git") or {}
+    commit = git.get("commit", "unknown")[:10] + (" (modified)" if git.get("dirty") else "")
     return f"{env['backend']} on {env['device']}, {env['threads']} threads; {versions}; commit {commit}"
 
 
@@ -103,6 +104,32 @@ def model_table(result):
             f"{r['speedup_vs_first']:.2f}x",
             _number(r["gflops_per_s"], ".1f"),
             _percent(r["fraction_of_matmul_peak"]),
+        )
+    return table
+
+
+def fit_table(result):
+    config = result["config"]
+    table = Table(
+        title=f"sepconv bench fit: batch {config['batch_size']}, {result['data']['train_images']:,} training images, "
+        f"implementation {config['implementation']}",
+        caption=escape(
+            "step: train_on_batch on one batch, median [quartiles]. fit: img/s of whole epochs as sepconv train "
+            "reports them (median of the timed epochs)."
+        ),
+    )
+    for column in ("model", "augment", "step ms", "step img/s", "fit img/s (epochs)", "fit / step"):
+        table.add_column(column, justify="left" if column in ("model", "augment") else "right")
+    for r in result["results"]:
+        step = r["step"]
+        epochs = ", ".join(f"{v:.0f}" for v in r["fit_epochs_images_per_s"])
+        table.add_row(
+            r["model"],
+            "on" if r["augment"] else "off",
+            f"{step['median_ms']:.1f} [{step['q1_ms']:.1f}-{step['q3_ms']:.1f}]",
+            f"{r['step_images_per_s']:.0f}",
+            f"{r['fit_images_per_s']:.0f} ({epochs})",
+            f"{r['fit_vs_step']:.2f}",
         )
     return table
 

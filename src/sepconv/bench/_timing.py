@@ -6,6 +6,9 @@ import time
 
 import keras
 
+from sepconv import _options, _validation
+from sepconv._options import option
+
 
 def _leaves(value):
     if isinstance(value, (list, tuple)):
@@ -79,8 +82,7 @@ def measure(function, warmup=2, repeats=7):
 
     Each timed call is synchronized (`sync`) before the clock stops.
     """
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1. Received: repeats={repeats}")
+    _validation.positive_int(repeats, "repeats")
     for _ in range(warmup):
         sync(function())
     samples = []
@@ -97,8 +99,7 @@ def measure_interleaved(functions, warmup=2, repeats=7):
     Returns `{name: Timing}`. Alternating makes their ratios robust to load
     that drifts during the run (other processes, thermal limits).
     """
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1. Received: repeats={repeats}")
+    _validation.positive_int(repeats, "repeats")
     for function in functions.values():
         for _ in range(warmup):
             sync(function())
@@ -109,3 +110,30 @@ def measure_interleaved(functions, warmup=2, repeats=7):
             sync(function())
             samples[name].append(time.perf_counter() - start)
     return {name: Timing(tuple(values)) for name, values in samples.items()}
+
+
+def _implementations():
+    from sepconv import kernels
+
+    return kernels.available_implementations()
+
+
+@dataclasses.dataclass
+class TimingOptions:
+    """The settings every `sepconv bench` measurement shares; a base of the bench configs."""
+
+    batch_size: int = option(128, "samples per call", check=_validation.positive_int, parse=_options.parse_int,
+                             metavar="N")  # fmt: skip
+    implementation: str = option("auto", "sepconv depthwise implementation (see sepconv.kernels)",
+                                 check=_options.one_of(_implementations), metavar="NAME")  # fmt: skip
+    warmup: int = option(2, "untimed calls first, compilation included", check=_validation.non_negative_int,
+                         parse=_options.parse_int, metavar="N")  # fmt: skip
+    repeats: int = option(7, "timed calls per figure", check=_validation.positive_int, parse=_options.parse_int,
+                          metavar="N")  # fmt: skip
+    matmul_size: int = option(2048, "side of the square matmul giving the machine's peak",
+                              check=_validation.positive_int, parse=_options.parse_int, metavar="N")  # fmt: skip
+    seed: int = option(0, "fixes the random inputs and weights", check=_validation.non_negative_int,
+                       parse=_options.parse_int, metavar="N")  # fmt: skip
+
+    def __post_init__(self):
+        _options.validate(self)

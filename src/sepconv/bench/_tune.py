@@ -38,7 +38,7 @@ def tune_call(call, warmup=2, repeats=7, seed=0, store=True):
     x = keras.ops.convert_to_tensor(rng.standard_normal(call["input_shape"]).astype("float32"), dtype=dtype)
     kernel = keras.ops.convert_to_tensor(rng.standard_normal(call["kernel_shape"]).astype("float32"), dtype=dtype)
     arguments = (call["strides"], call["padding"], call["data_format"], call["dilation_rate"])
-    names = [name for name in kernels.available_implementations() if name != "auto"]
+    names = [name for name in kernels.available_implementations(rank=len(call["strides"])) if name != "auto"]
     functions = {}
     for name in names:
         implementation = kernels.implementation(name)

@@ -15,16 +15,18 @@ low-rank approximation below it. `finetune` trains the result a little.
 
 from sepconv.convert._convert import convert
 from sepconv.convert._factorize import factorize, full_rank, singular_values
-from sepconv.convert._finetune import finetune
+from sepconv.convert._finetune import cifar10_calibration, finetune, finetune_on_cifar10
 from sepconv.convert._report import ConversionReport, ConvertedLayer, SkippedLayer, render_report
 
 __all__ = [
     "ConversionReport",
     "ConvertedLayer",
     "SkippedLayer",
+    "cifar10_calibration",
     "convert",
     "factorize",
     "finetune",
+    "finetune_on_cifar10",
     "full_rank",
     "render_report",
     "singular_values",

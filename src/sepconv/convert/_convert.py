@@ -2,13 +2,12 @@
 
 import dataclasses
 import functools
-import numbers
 
 import keras
 import numpy as np
 
-from sepconv import analysis
-from sepconv.convert import _calibrate, _costs, _factorize, _ranks, _rewrite, _select
+from sepconv import _validation, analysis
+from sepconv.convert import _calibrate, _costs, _factorize, _ranks, _rewrite, _targets
 from sepconv.convert._report import ConversionReport, ConvertedLayer, SkippedLayer
 
 __all__ = ["convert"]
@@ -34,11 +33,7 @@ class _Candidate:
 
 
 def _fraction(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number in (0, 1]. Received: {name}={value!r}")
-    if not 0 < value <= 1:
-        raise ValueError(f"{name} must be in (0, 1]. Received: {name}={value}")
-    return float(value)
+    return float(_validation.number(value, name, low=0.0, high=1.0, low_open=True))
 
 
 def _rule(rank, energy, budget, budget_metric):
@@ -46,14 +41,9 @@ def _rule(rank, energy, budget, budget_metric):
     if len(given) > 1:
         received = ", ".join(f"{k}={v!r}" for k, v in given.items())
         raise ValueError(f"Pass at most one of rank, energy, budget. Received: {received}")
-    if budget_metric not in _METRICS:
-        raise ValueError(f"budget_metric must be one of 'params', 'macs'. Received: budget_metric={budget_metric!r}")
+    _validation.choice(budget_metric, _METRICS, "budget_metric")
     if rank is not None:
-        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
-            raise TypeError(f"rank must be a positive integer. Received: rank={rank!r}")
-        if rank <= 0:
-            raise ValueError(f"rank must be a positive integer. Received: rank={rank}")
-        return f"rank={rank}"
+        return f"rank={_validation.positive_int(rank, 'rank')}"
     if energy is not None:
         return f"energy={_fraction(energy, 'energy')}"
     if budget is not None:
@@ -62,7 +52,7 @@ def _rule(rank, energy, budget, budget_metric):
 
 
 def _check_model(model):
-    if not isinstance(model, keras.Model) or not _select.rebuildable(model):
+    if not isinstance(model, keras.Model) or not _targets.rebuildable(model):
         raise TypeError(
             "model must be a Functional or Sequential Keras model (subclassed models cannot be "
             f"rebuilt). Received: model={type(model).__name__}"
@@ -205,7 +195,7 @@ def convert(
     _check_model(model)
     rule = _rule(rank, energy, budget, budget_metric)
     calibration, calibration_note = _calibration(model, calibration)
-    selection = _select.select_layers(model, include, exclude)
+    selection = _targets.select_layers(model, include, exclude)
     if not selection.convertible:
         raise _nothing_to_convert(model, selection)
 

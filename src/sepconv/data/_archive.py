@@ -57,7 +57,7 @@ def container_of(path):
 def read_tree(path, bar):
     """Reads `path` (a folder, tar in any compression, or zip) into a `Tree`.
 
-    `bar` is a progress bar from `_progress.progress_bar`.
+    `bar` is a progress bar from `_load_progress.progress_bar`.
     """
     container = container_of(path)
     files, dirs = {}, set()

@@ -1,12 +1,11 @@
 """`Batches`: shuffled, augmented, normalized mini-batches as a Keras `PyDataset`."""
 
 import math
-import numbers
 
 import keras
 import numpy as np
 
-from sepconv._validation import choice, positive_int
+from sepconv._validation import choice, non_negative_int, positive_int
 
 # Per-channel (R, G, B) mean and standard deviation of the 50,000 official CIFAR-10
 # training images, pixel values scaled to [0, 1], the deviation taken over all pixels of
@@ -74,8 +73,7 @@ class Batches(keras.utils.PyDataset):
             raise ValueError(
                 f"normalize=True needs 3-channel (RGB) images in NHWC layout. Received: x.shape={x.shape}"
             )
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int. Received: seed={seed!r}")
+        non_negative_int(seed, "seed")
         self.x, self.y = x, y
         self.batch_size = positive_int(batch_size, "batch_size")
         self.shuffle = bool(shuffle)

@@ -9,7 +9,7 @@ from sepconv.data._archive import container_of, read_tree
 from sepconv.data._cifar10 import CIFAR10_CLASSES, Cifar10
 from sepconv.data._image_folder import SPLITS, read_image_folder
 from sepconv.data._official import FILES, read_official
-from sepconv.data._progress import progress_bar
+from sepconv.data._load_progress import progress_bar
 
 ENV_SOURCE = "SEPCONV_DATA"
 # Where keras.datasets.cifar10.load_data() leaves the official release: Keras 3 extracts

@@ -5,6 +5,7 @@ import numbers
 
 import numpy as np
 
+from sepconv import _validation
 from sepconv.data._cifar10 import Cifar10
 
 
@@ -75,22 +76,18 @@ def make_splits(data, *, train_size=None, validation="test", seed=0):
     """
     if not isinstance(data, Cifar10):
         raise TypeError(f"data must be a Cifar10 from load_cifar10(). Received: data={type(data).__name__}")
-    if not _is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int. Received: seed={seed!r}")
+    _validation.non_negative_int(seed, "seed")
     total = len(data.y_train)
     num_val = _validation_count(validation, total)
     if train_size is not None:
-        if not _is_int(train_size) or train_size < 1:
-            raise ValueError(f"train_size must be a positive int or None. Received: train_size={train_size!r}")
+        _validation.positive_int(train_size, "train_size")
         if train_size > total - num_val:
             raise ValueError(
                 f"train_size must be at most {total - num_val:,} (training images not held out for "
                 f"validation). Received: train_size={train_size}"
             )
 
-    num_classes = len(data.class_names)
-    rng = np.random.default_rng(seed)
-    pools = [rng.permutation(np.flatnonzero(data.y_train == c)) for c in range(num_classes)]
+    pools = _class_pools(data.y_train, len(data.class_names), seed)
     sizes = np.array([len(p) for p in pools])
     val_quota = _allocate(num_val, sizes)
     rest = sizes - val_quota
@@ -117,6 +114,27 @@ def make_splits(data, *, train_size=None, validation="test", seed=0):
         source=data.source,
         seed=int(seed),
     )
+
+
+def stratified_subset(y, size, seed):
+    """Sorted indices of `size` entries of labels `y`, as evenly spread over classes as possible.
+
+    The same rule as `make_splits`: each class's indices in one permutation drawn with
+    `default_rng(seed)`; equal quotas, the remainder to the lowest labels, small classes
+    giving all they have.
+    """
+    _validation.positive_int(size, "size")
+    _validation.non_negative_int(seed, "seed")
+    y = np.asarray(y)
+    pools = _class_pools(y, int(y.max()) + 1 if len(y) else 0, seed)
+    quota = _allocate(min(size, len(y)), np.array([len(p) for p in pools]))
+    return np.sort(np.concatenate([p[:q] for p, q in zip(pools, quota)]))
+
+
+def _class_pools(y, num_classes, seed):
+    """One seeded permutation of the indices of each class, classes in label order."""
+    rng = np.random.default_rng(seed)
+    return [rng.permutation(np.flatnonzero(y == c)) for c in range(num_classes)]
 
 
 def _is_int(value):

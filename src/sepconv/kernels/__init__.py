@@ -1,11 +1,17 @@
-"""Depthwise and pointwise compute paths behind one selection point."""
+"""Depthwise and pointwise compute paths behind one selection point.
+
+`depthwise_conv` runs the implementation `resolve` names: forced with
+`set_depthwise_implementation` / `SEPCONV_DEPTHWISE`, else chosen by "auto"
+(see `sepconv.kernels._dispatch`). `implementation(name)` is the function a
+name runs on the current backend.
+"""
 
 from sepconv.kernels._autotune import cache_path as autotune_cache_path
 from sepconv.kernels._autotune import device_name
 from sepconv.kernels._autotune import record_calls as record_depthwise_calls
-from sepconv.kernels._portable import add_bias, depthwise_native, depthwise_shifted, output_length
-from sepconv.kernels._select import (
+from sepconv.kernels._dispatch import (
     available_implementations,
+    batch_norm_training,
     depthwise_conv,
     get_depthwise_implementation,
     implementation,
@@ -15,14 +21,14 @@ from sepconv.kernels._select import (
     set_depthwise_implementation,
     use_depthwise_implementation,
 )
+from sepconv.kernels._portable import add_bias, output_length
 
 __all__ = [
     "add_bias",
     "autotune_cache_path",
     "available_implementations",
+    "batch_norm_training",
     "depthwise_conv",
-    "depthwise_native",
-    "depthwise_shifted",
     "device_name",
     "get_depthwise_implementation",
     "implementation",

@@ -1,6 +1,6 @@
 """The on-disk cache of measured depthwise choices (one-time autotune).
 
-`sepconv bench tune MODEL` (see `sepconv.bench.autotune_model`) times every
+`sepconv bench tune MODEL` (see `sepconv.bench.autotune`) times every
 depthwise implementation on each depthwise call of a model and stores the
 fastest here; the "auto" selection then uses the stored choice for that exact
 call and falls back to its rule for calls it has never measured.
@@ -8,10 +8,9 @@ call and falls back to its rule for calls it has never measured.
 One JSON file, `$SEPCONV_CACHE_DIR/depthwise-autotune.json` (default
 `~/.cache/sepconv`), maps a key (backend, device, input shape, kernel shape,
 strides, padding, data format, dilation, dtype) to an implementation name.
-Writes go to a temporary file in the same folder, then `os.replace`, so a
-reader never sees half a file; a file that does not parse, or has another
-layout or version, is ignored with a warning (and replaced on the next
-write).
+Writes are atomic (`sepconv._atomic`): a reader never sees half a file; a
+file that does not parse, or has another layout or version, is ignored with a
+warning (and replaced on the next write).
 """
 
 import contextlib
@@ -19,15 +18,16 @@ import functools
 import json
 import os
 import pathlib
-import platform
-import tempfile
 import warnings
 
 import keras
 
-VERSION = 1
+from sepconv import _atomic, _provenance
+
+VERSION = 2  # 2: the device names the CPU as "CPU: <model> (<cores> cores)", from sepconv._provenance
 FILE_NAME = "depthwise-autotune.json"
 
+generation = 0  # bumped by every `store` in this process, so remembered choices are made again
 _loaded = {}  # path -> (mtime_ns, entries)
 _recorders = []
 
@@ -39,40 +39,20 @@ def cache_path():
 
 
 @functools.cache
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def _device_name(backend):
+    device = _provenance.device(backend)
+    if device != "CPU":
+        return device
+    return f"CPU: {_provenance.cpu_name()} ({_provenance.usable_cores()} cores)"
 
 
-@functools.cache
 def device_name():
-    """The device the current backend computes on, e.g. 'cpu: AMD EPYC (2 cores)'."""
-    backend = keras.backend.backend()
-    accelerator = None
-    if backend == "jax":
-        import jax
+    """The device the current backend computes on: "GPU: <name>", "TPU: <name>" or "CPU: <model> (<n> cores)".
 
-        device = jax.devices()[0]
-        if device.platform != "cpu":
-            accelerator = f"{device.platform}: {device.device_kind}"
-    elif backend == "torch":
-        import torch
-
-        if torch.cuda.is_available():
-            accelerator = f"cuda: {torch.cuda.get_device_name()}"
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            accelerator = f"gpu: {tf.config.experimental.get_device_details(gpus[0]).get('device_name', gpus[0].name)}"
-    return accelerator or f"cpu: {_cpu_name()} ({os.cpu_count()} cores)"
+    The accelerator as `sepconv._provenance.device()` names it; a CPU by its
+    model and the cores this process may use, since both change its timings.
+    """
+    return _device_name(keras.backend.backend())
 
 
 def cache_key(input_shape, kernel_shape, strides, padding, data_format, dilation_rate, dtype):
@@ -129,22 +109,14 @@ def lookup(key, path=None):
 
 def store(key, implementation, timings_ms, path=None):
     """Adds one measured choice to the cache, replacing the file atomically."""
+    global generation
     path = pathlib.Path(path) if path is not None else cache_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     entries = dict(_read(path))
     entries[key] = {"implementation": implementation, "timings_ms": timings_ms}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump({"version": VERSION, "entries": entries}, file, indent=1, sort_keys=True)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    _atomic.write_text(path, json.dumps({"version": VERSION, "entries": entries}, indent=1, sort_keys=True))
     _loaded.pop(path, None)
+    generation += 1
     return path
 
 
@@ -163,6 +135,11 @@ def record_calls():
         yield calls
     finally:
         _recorders.remove(calls)
+
+
+def recording():
+    """Whether a `record_calls` block is open (callers skip building the record otherwise)."""
+    return bool(_recorders)
 
 
 def record(call):

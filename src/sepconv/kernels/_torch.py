@@ -166,3 +166,28 @@ def max_pool(x, pool_size, strides, padding, data_format):
     if data_format == "channels_last":
         y = _to_channels_last_view(y, rank)
     return y
+
+
+def batch_norm_training(x, gamma, beta, axis, epsilon):
+    """Training-mode batch normalization with torch's fused kernel, or None.
+
+    `torch.nn.functional.batch_norm` computes the statistics and the normalization in
+    one kernel (and the gradient in one more), on the tensor's own memory layout: a
+    channels_last (N, H, W, C) tensor is handed over as its (N, C, H, W) view, which is
+    torch's channels_last format. Returns `(y, mean, variance)` with the biased variance,
+    as `keras.ops.moments` gives it; None where it does not apply.
+    """
+    rank = x.dim()
+    axis = axis % rank
+    if rank != 4 or axis not in (1, 3) or x.dtype != torch.float32:
+        return None
+    view = x.permute(0, 3, 1, 2) if axis == 3 else x
+    channels = view.shape[1]
+    # Fresh running buffers with momentum 1 receive exactly this batch's mean and
+    # (Bessel-corrected) variance: the statistics without a second pass.
+    mean = torch.zeros(channels, dtype=x.dtype, device=x.device)
+    variance = torch.ones(channels, dtype=x.dtype, device=x.device)
+    y = F.batch_norm(view, mean, variance, gamma, beta, training=True, momentum=1.0, eps=epsilon)
+    count = x.numel() // channels
+    variance = variance * ((count - 1) / max(count, 1))
+    return (y.permute(0, 2, 3, 1) if axis == 3 else y), mean, variance

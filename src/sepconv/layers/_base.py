@@ -1,4 +1,9 @@
-"""The private base of sepconv's depthwise separable layers.
+"""The private bases of sepconv's depthwise layers.
+
+`DepthwiseBase` owns the depthwise step that every layer here starts with:
+its arguments, kernel weight, input checks, call and output shape.
+`BaseDepthwiseSeparableConv` adds the pointwise step; `DepthwiseConv3D`
+(`depthwise.py`) adds a bias and an activation.
 
 A depthwise separable convolution (Sifre 2014; Chollet 2017, Xception;
 Howard et al. 2017, MobileNets) is a per-channel spatial convolution
@@ -18,6 +23,7 @@ import keras
 from keras import ops
 
 from sepconv import _validation, kernels
+from sepconv.layers.normalization import BatchNormalization
 
 _NORMALIZATIONS = (None, "batch")
 
@@ -40,26 +46,169 @@ def depthwise_initializer_default():
 def _normalization(kind, axis, name):
     if kind is None:
         return None
-    return keras.layers.BatchNormalization(axis=axis, name=name)
+    return BatchNormalization(axis=axis, name=name)
 
 
-def depthwise_output_shape(input_shape, kernel_size, strides, dilation_rate, padding, multiplier, data_format):
-    """Output shape of a depthwise step ('valid' or 'same'); shared by the layers."""
-    input_shape = tuple(input_shape)
-    if data_format == "channels_last":
-        spatial, channels = input_shape[1:-1], input_shape[-1]
-    else:
-        spatial, channels = input_shape[2:], input_shape[1]
-    out = tuple(
-        kernels.output_length(n, k, s, d, padding) for n, k, s, d in zip(spatial, kernel_size, strides, dilation_rate)
-    )
-    middle = None if channels is None else channels * multiplier
-    if data_format == "channels_last":
-        return (input_shape[0],) + out + (middle,)
-    return (input_shape[0], middle) + out
+class DepthwiseBase(keras.layers.Layer):
+    """The depthwise step: `depth_multiplier` filters per input channel.
+
+    Owns `kernel_size`, `strides`, `padding`, `data_format`, `dilation_rate`,
+    `depth_multiplier`, the `depthwise_*` and `bias_*` initializer, regularizer
+    and constraint, and the checks of the input shape. Subclasses build their
+    other weights after `_build_depthwise` and run `_depthwise(x)` first in `call`.
+    """
+
+    def __init__(
+        self,
+        rank,
+        kernel_size,
+        strides,
+        padding,
+        data_format,
+        dilation_rate,
+        depth_multiplier,
+        depthwise_initializer,
+        bias_initializer,
+        depthwise_regularizer,
+        bias_regularizer,
+        activity_regularizer,
+        depthwise_constraint,
+        bias_constraint,
+        **kwargs,
+    ):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.rank = rank
+        self.kernel_size = _validation.int_tuple(kernel_size, rank, "kernel_size")
+        self.strides = _validation.int_tuple(strides, rank, "strides")
+        self.padding = _validation.padding(padding, rank)
+        self.data_format = _validation.data_format(data_format)
+        self.dilation_rate = _validation.int_tuple(dilation_rate, rank, "dilation_rate")
+        self.depth_multiplier = _validation.positive_int(depth_multiplier, "depth_multiplier")
+        self.depthwise_initializer = keras.initializers.get(depthwise_initializer or depthwise_initializer_default())
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.depthwise_regularizer = keras.regularizers.get(depthwise_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.depthwise_constraint = keras.constraints.get(depthwise_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.input_spec = keras.layers.InputSpec(min_ndim=rank + 2)
+
+    @property
+    def _channel_axis(self):
+        return -1 if self.data_format == "channels_last" else 1
+
+    def _split(self, input_shape):
+        """(spatial sizes, channels) of an input shape."""
+        if self.data_format == "channels_last":
+            return input_shape[1:-1], input_shape[-1]
+        return input_shape[2:], input_shape[1]
+
+    def _check_input_shape(self, input_shape):
+        """Rank, and with padding "valid" that the window fits; returns `input_shape` as a tuple."""
+        input_shape = tuple(input_shape)
+        if len(input_shape) != self.rank + 2:
+            raise ValueError(
+                f"{type(self).__name__} expects inputs of rank {self.rank + 2} "
+                f"(batch, {self.rank} spatial, channels). Received: input_shape={input_shape}"
+            )
+        if self.padding == "valid":
+            self._check_window_fits(input_shape)
+        return input_shape
+
+    def _check_window_fits(self, input_shape):
+        """ValueError when the "valid" window, `(kernel_size - 1) * dilation_rate + 1`, exceeds a known size.
+
+        Without it TensorFlow returns an empty tensor and JAX and PyTorch fail
+        inside the backend. "same" and "causal" padding always fit.
+        """
+        spatial, _ = self._split(input_shape)
+        effective = tuple((k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation_rate))
+        if all(n is None or n >= e for n, e in zip(spatial, effective)):
+            return
+        dilation = f", dilation_rate={self.dilation_rate}" if any(d > 1 for d in self.dilation_rate) else ""
+        raise ValueError(
+            f"Layer '{self.name}' ({type(self).__name__}): with padding='valid' the depthwise window, "
+            f"(kernel_size - 1) * dilation_rate + 1 = {effective}, is larger than the input; use padding='same' "
+            f"or a larger input. Received: input_shape={input_shape}, kernel_size={self.kernel_size}{dilation}"
+        )
+
+    def _build_depthwise(self, input_shape):
+        """Checks `input_shape` and adds the depthwise kernel; returns the input channels."""
+        input_shape = self._check_input_shape(input_shape)
+        _, channels = self._split(input_shape)
+        if channels is None:
+            raise ValueError(
+                f"The channel dimension of the inputs to {type(self).__name__} must be defined. "
+                f"Received: input_shape={input_shape}"
+            )
+        self.input_spec = keras.layers.InputSpec(ndim=self.rank + 2, axes={self._channel_axis: channels})
+        self.depthwise_kernel = self.add_weight(
+            name="depthwise_kernel",
+            shape=self.kernel_size + (channels, self.depth_multiplier),
+            initializer=self.depthwise_initializer,
+            regularizer=self.depthwise_regularizer,
+            constraint=self.depthwise_constraint,
+        )
+        return channels
+
+    def _add_bias(self, name, size):
+        return self.add_weight(
+            name=name,
+            shape=(size,),
+            initializer=self.bias_initializer,
+            regularizer=self.bias_regularizer,
+            constraint=self.bias_constraint,
+        )
+
+    def _depthwise(self, x):
+        padding = self.padding
+        if padding == "valid":  # a layer built for unknown sizes meets real ones here
+            self._check_window_fits(tuple(x.shape))
+        if padding == "causal":  # pad the past only, then "valid"
+            left = (self.kernel_size[0] - 1) * self.dilation_rate[0]
+            pads = [(0, 0), (left, 0), (0, 0)]
+            x = ops.pad(x, pads if self.data_format == "channels_last" else [pads[0], pads[2], pads[1]])
+            padding = "valid"
+        return kernels.depthwise_conv(
+            x, self.depthwise_kernel, self.strides, padding, self.data_format, self.dilation_rate
+        )
+
+    def _depthwise_output_shape(self, input_shape):
+        """Output shape of the depthwise step ("causal" keeps the length, as "same")."""
+        input_shape = self._check_input_shape(input_shape)
+        spatial, channels = self._split(input_shape)
+        padding = "same" if self.padding == "causal" else self.padding
+        out = tuple(
+            kernels.output_length(n, k, s, d, padding)
+            for n, k, s, d in zip(spatial, self.kernel_size, self.strides, self.dilation_rate)
+        )
+        middle = None if channels is None else channels * self.depth_multiplier
+        if self.data_format == "channels_last":
+            return (input_shape[0],) + out + (middle,)
+        return (input_shape[0], middle) + out
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "padding": self.padding,
+                "data_format": self.data_format,
+                "dilation_rate": self.dilation_rate,
+                "depth_multiplier": self.depth_multiplier,
+                "depthwise_initializer": keras.initializers.serialize(self.depthwise_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "depthwise_regularizer": keras.regularizers.serialize(self.depthwise_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
+                "depthwise_constraint": keras.constraints.serialize(self.depthwise_constraint),
+                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+            }
+        )
+        return config
 
 
-class BaseDepthwiseSeparableConv(keras.layers.Layer):
+class BaseDepthwiseSeparableConv(DepthwiseBase):
     """Depthwise step, optional middle normalization/activation, pointwise step.
 
     Args:
@@ -110,15 +259,12 @@ class BaseDepthwiseSeparableConv(keras.layers.Layer):
         bias_constraint=None,
         **kwargs,
     ):
-        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.rank = rank
+        super().__init__(
+            rank, kernel_size, strides, padding, data_format, dilation_rate, depth_multiplier,
+            depthwise_initializer, bias_initializer, depthwise_regularizer, bias_regularizer, activity_regularizer,
+            depthwise_constraint, bias_constraint, **kwargs,
+        )
         self.filters = _validation.positive_int(filters, "filters")
-        self.kernel_size = _validation.int_tuple(kernel_size, rank, "kernel_size")
-        self.strides = _validation.int_tuple(strides, rank, "strides")
-        self.padding = _validation.padding(padding, rank)
-        self.data_format = _validation.data_format(data_format)
-        self.dilation_rate = _validation.int_tuple(dilation_rate, rank, "dilation_rate")
-        self.depth_multiplier = _validation.positive_int(depth_multiplier, "depth_multiplier")
         self.use_bias = bool(use_bias)
         self.depthwise_use_bias = bool(depthwise_use_bias)
         self.depthwise_normalization = _validation.choice(
@@ -127,56 +273,15 @@ class BaseDepthwiseSeparableConv(keras.layers.Layer):
         self.normalization = _validation.choice(normalization, _NORMALIZATIONS, "normalization")
         self.activation = keras.activations.get(activation)
         self.depthwise_activation = keras.activations.get(depthwise_activation)
-        self.depthwise_initializer = keras.initializers.get(depthwise_initializer or depthwise_initializer_default())
         self.pointwise_initializer = keras.initializers.get(pointwise_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.depthwise_regularizer = keras.regularizers.get(depthwise_regularizer)
         self.pointwise_regularizer = keras.regularizers.get(pointwise_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.depthwise_constraint = keras.constraints.get(depthwise_constraint)
         self.pointwise_constraint = keras.constraints.get(pointwise_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
-        self.input_spec = keras.layers.InputSpec(min_ndim=rank + 2)
-
-        axis = -1 if self.data_format == "channels_last" else 1
-        self.depthwise_norm = _normalization(self.depthwise_normalization, axis, "depthwise_norm")
-        self.norm = _normalization(self.normalization, axis, "norm")
-
-    @property
-    def _channel_axis(self):
-        return -1 if self.data_format == "channels_last" else 1
+        self.depthwise_norm = _normalization(self.depthwise_normalization, self._channel_axis, "depthwise_norm")
+        self.norm = _normalization(self.normalization, self._channel_axis, "norm")
 
     def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != self.rank + 2:
-            raise ValueError(
-                f"{self.__class__.__name__} expects inputs of rank {self.rank + 2} "
-                f"(batch, {self.rank} spatial, channels). Received: input_shape={input_shape}"
-            )
-        channels = input_shape[self._channel_axis]
-        if channels is None:
-            raise ValueError(
-                f"The channel dimension of the inputs to {self.__class__.__name__} must be defined. "
-                f"Received: input_shape={input_shape}"
-            )
-        self.input_spec = keras.layers.InputSpec(ndim=self.rank + 2, axes={self._channel_axis: channels})
-        middle = channels * self.depth_multiplier
-        self.depthwise_kernel = self.add_weight(
-            name="depthwise_kernel",
-            shape=self.kernel_size + (channels, self.depth_multiplier),
-            initializer=self.depthwise_initializer,
-            regularizer=self.depthwise_regularizer,
-            constraint=self.depthwise_constraint,
-        )
-        self.depthwise_bias = None
-        if self.depthwise_use_bias:
-            self.depthwise_bias = self.add_weight(
-                name="depthwise_bias",
-                shape=(middle,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
+        middle = self._build_depthwise(input_shape) * self.depth_multiplier
+        self.depthwise_bias = self._add_bias("depthwise_bias", middle) if self.depthwise_use_bias else None
         self.pointwise_kernel = self.add_weight(
             name="pointwise_kernel",
             shape=(1,) * self.rank + (middle, self.filters),
@@ -184,15 +289,7 @@ class BaseDepthwiseSeparableConv(keras.layers.Layer):
             regularizer=self.pointwise_regularizer,
             constraint=self.pointwise_constraint,
         )
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(self.filters,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
+        self.bias = self._add_bias("bias", self.filters) if self.use_bias else None
         middle_shape = list(self._depthwise_output_shape(input_shape))
         if self.depthwise_norm is not None:
             self.depthwise_norm.build(tuple(middle_shape))
@@ -200,18 +297,8 @@ class BaseDepthwiseSeparableConv(keras.layers.Layer):
             middle_shape[self._channel_axis] = self.filters
             self.norm.build(tuple(middle_shape))
 
-    def _causal_pad(self, x):
-        left = (self.kernel_size[0] - 1) * self.dilation_rate[0]
-        pads = [(0, 0), (left, 0), (0, 0)] if self.data_format == "channels_last" else [(0, 0), (0, 0), (left, 0)]
-        return ops.pad(x, pads)
-
     def call(self, inputs, training=None):
-        x = inputs
-        padding = self.padding
-        if padding == "causal":
-            x = self._causal_pad(x)
-            padding = "valid"
-        x = kernels.depthwise_conv(x, self.depthwise_kernel, self.strides, padding, self.data_format, self.dilation_rate)
+        x = self._depthwise(inputs)
         if self.depthwise_bias is not None:
             x = kernels.add_bias(x, self.depthwise_bias, self.data_format)
         if self.depthwise_norm is not None:
@@ -225,13 +312,6 @@ class BaseDepthwiseSeparableConv(keras.layers.Layer):
             x = self.activation(x)
         return x
 
-    def _depthwise_output_shape(self, input_shape):
-        padding = "same" if self.padding == "causal" else self.padding
-        return depthwise_output_shape(
-            input_shape, self.kernel_size, self.strides, self.dilation_rate, padding,
-            self.depth_multiplier, self.data_format,
-        )
-
     def compute_output_shape(self, input_shape):
         shape = list(self._depthwise_output_shape(input_shape))
         shape[self._channel_axis] = self.filters
@@ -242,28 +322,15 @@ class BaseDepthwiseSeparableConv(keras.layers.Layer):
         config.update(
             {
                 "filters": self.filters,
-                "kernel_size": self.kernel_size,
-                "strides": self.strides,
-                "padding": self.padding,
-                "data_format": self.data_format,
-                "dilation_rate": self.dilation_rate,
-                "depth_multiplier": self.depth_multiplier,
                 "activation": keras.activations.serialize(self.activation),
                 "use_bias": self.use_bias,
                 "depthwise_use_bias": self.depthwise_use_bias,
                 "depthwise_activation": keras.activations.serialize(self.depthwise_activation),
                 "depthwise_normalization": self.depthwise_normalization,
                 "normalization": self.normalization,
-                "depthwise_initializer": keras.initializers.serialize(self.depthwise_initializer),
                 "pointwise_initializer": keras.initializers.serialize(self.pointwise_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "depthwise_regularizer": keras.regularizers.serialize(self.depthwise_regularizer),
                 "pointwise_regularizer": keras.regularizers.serialize(self.pointwise_regularizer),
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-                "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
-                "depthwise_constraint": keras.constraints.serialize(self.depthwise_constraint),
                 "pointwise_constraint": keras.constraints.serialize(self.pointwise_constraint),
-                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
             }
         )
         return config

@@ -25,11 +25,18 @@ def list_models():
     return sorted(_BUILDERS)
 
 
-def create_model(name, **kwargs):
-    """Build the registered model `name`; keyword arguments go to its builder."""
+def check_model_name(name, argument="name"):
+    """`name` if it is registered; else a ValueError listing the known names and close matches."""
     if name not in _BUILDERS:
         close = difflib.get_close_matches(str(name), list_models(), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"Unknown model. Known models: {', '.join(list_models())}.{hint} Received: name={name!r}")
-    builder, defaults = _BUILDERS[name]
+        raise ValueError(
+            f"Unknown model. Known models: {', '.join(list_models())}.{hint} Received: {argument}={name!r}"
+        )
+    return name
+
+
+def create_model(name, **kwargs):
+    """Build the registered model `name`; keyword arguments go to its builder."""
+    builder, defaults = _BUILDERS[check_model_name(name)]
     return builder(**{**defaults, **kwargs})

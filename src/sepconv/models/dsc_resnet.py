@@ -8,6 +8,7 @@ parameters; meant to reach high accuracy with the "strong" recipe.
 
 import keras
 
+from sepconv import layers
 from sepconv.layers import presets
 from sepconv.models._registry import register_model
 
@@ -20,7 +21,7 @@ def _residual_block(x, filters, strides, name):
     x = presets.xception(filters, 3, padding="same", name=f"{name}_sep2")(x)
     if strides != 1 or shortcut.shape[-1] != filters:
         shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=f"{name}_proj")(shortcut)
-        shortcut = keras.layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
     x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
@@ -31,7 +32,7 @@ def dsc_resnet(width=1.0, blocks_per_stage=2, input_shape=(32, 32, 3), num_class
         raise ValueError(f"width must be positive. Received: width={width}")
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Conv2D(int(64 * width), 3, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     for stage, (filters, stride) in enumerate(STAGES, start=1):
         for block in range(1, blocks_per_stage + 1):

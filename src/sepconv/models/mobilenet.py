@@ -7,6 +7,7 @@ CIFAR adaptation. `alpha` is the paper's width multiplier.
 
 import keras
 
+from sepconv import layers
 from sepconv.layers import presets
 from sepconv.models._registry import register_model
 
@@ -27,7 +28,7 @@ def mobilenet_v1(alpha=1.0, input_shape=(32, 32, 3), num_classes=10, dropout=0.0
 
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Conv2D(width(32), 3, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     for index, (filters, stride) in enumerate(BLOCKS, start=1):
         x = presets.mobilenet(width(filters), 3, strides=stride, padding="same", name=f"block{index}")(x)

@@ -17,7 +17,7 @@ from sepconv.report._html import render_html
 from sepconv.report._markdown import render_markdown
 from sepconv.report._plots import write_plots
 from sepconv._atomic import write_bytes
-from sepconv.report._run import Run, load_run
+from sepconv._run_folder import Run, load_run
 
 
 def write_report(folder):

@@ -6,7 +6,7 @@ import time
 import keras
 
 from sepconv._atomic import save_model
-from sepconv.training import _run
+from sepconv import _run_folder as layout
 
 
 def current_lr(optimizer):
@@ -31,6 +31,10 @@ class DataEpoch(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.batches.epoch = epoch - 1
         self.batches.on_epoch_end()
+
+
+def _optional_float(value):
+    return None if value is None else float(value)
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -62,8 +66,8 @@ class EpochLog(keras.callbacks.Callback):
                 "epoch": epoch + 1,
                 "loss": float(logs["loss"]),
                 "accuracy": float(logs["accuracy"]),
-                "val_loss": float(logs["val_loss"]),
-                "val_accuracy": float(logs["val_accuracy"]),
+                "val_loss": _optional_float(logs.get("val_loss")),
+                "val_accuracy": _optional_float(logs.get("val_accuracy")),
                 "epoch_time_s": seconds,
                 "images_per_s": self.num_images / seconds,
                 "lr": self._lr,
@@ -91,13 +95,13 @@ class Checkpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         row = self.log.rows[-1]
         previous = self.state.get("checkpoint")
-        name = f"epoch-{epoch + 1:03d}.keras"
+        name = layout.checkpoint_name(epoch + 1)
         save_model(self.model, os.path.join(self.folder, name))
         if self.state.get("best_epoch") is None or row["val_accuracy"] > self.state["best_val_accuracy"]:
-            _run.copy_file(os.path.join(self.folder, name), os.path.join(self.folder, "best.keras"))
+            layout.copy_file(os.path.join(self.folder, name), os.path.join(self.folder, layout.BEST))
             self.state.update(best_epoch=row["epoch"], best_val_accuracy=row["val_accuracy"])
         self.state.update(epochs_done=epoch + 1, checkpoint=name, history=list(self.log.rows))
-        _run.write_json(os.path.join(self.folder, "state.json"), self.state)
+        layout.write_json(os.path.join(self.folder, layout.STATE), self.state)
         if previous and previous != name:
             os.remove(os.path.join(self.folder, previous))
         if self.on_saved is not None:

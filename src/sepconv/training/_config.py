@@ -21,8 +21,9 @@ epochs of any recipe; keyword overrides win over both:
 
 import dataclasses
 import difflib
-import math
-import numbers
+
+from sepconv import _options, _validation
+from sepconv._options import in_range, one_of, option
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
@@ -59,87 +60,88 @@ PRESETS = {
 }
 
 
+def _test_or_fraction(value, name):
+    if value == "test":
+        return value
+    if isinstance(value, str):
+        raise ValueError(f"{name} must be 'test' or a fraction in (0, 1). Received: {name}={value!r}")
+    return _validation.number(value, name, low=0.0, high=1.0, low_open=True, high_open=True)
+
+
+def _parse_validation(text, name):
+    if text == "test":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be 'test' or a fraction in (0, 1). Received: {name}={text}") from None
+
+
+def _check_dict(value, name):
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict. Received: {name}={value!r}")
+    return value
+
+
+_positive = _validation.positive_int
+_optional_positive = _validation.optional(_validation.positive_int)
+_int, _float = _options.parse_int, _options.parse_float
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides what a run computes. Defaults are the tutorial recipe.
 
-    Attributes:
-        recipe: name of the recipe the optimization settings came from (a record).
-        preset: name of the preset applied on top of it, or None (a record).
-        epochs: passes over the training set.
-        batch_size: images per step, for training and validation.
-        optimizer: "adam", "adamw" or "sgd" (SGD with Nesterov momentum `momentum`).
-        lr: learning rate; with schedule "cosine" the peak reached after warmup.
-        schedule: "constant", or "cosine": linear warmup from lr/10 over `warmup_epochs`,
-            then cosine decay to 0 at the last step.
-        warmup_epochs: length of the warmup, in epochs (fractions allowed).
-        momentum: momentum of "sgd".
-        weight_decay: decoupled weight decay, applied as `w -= lr * weight_decay * w`
-            to every weight (Keras's convention, for all three optimizers).
-        label_smoothing: mass spread uniformly over the classes of each target.
-        augment: random 4-pixel-padded crops and horizontal flips.
-        train_size: stratified subset of the training images, or None for all.
-        validation: "test" (the test set, as in the tutorial) or a fraction in (0, 1)
-            of the training images held out, stratified.
-        val_size: at most this many validation images (a stratified subset), or None.
-        seed: fixes the subsets, the data order, augmentation and the initial weights.
-        data: path of a CIFAR-10 copy; None uses $SEPCONV_DATA, else keras.datasets.
-        model_kwargs: keyword arguments for `sepconv.models.create_model`.
+    Each field carries its check and its `sepconv train` / `sepconv compare` flag
+    (`--batch-size` for `batch_size`, help text as below); see `sepconv._options`.
+    `data` is a record of where the images came from, not a setting of the computation.
     """
 
-    recipe: str = "tutorial"
-    preset: str | None = None
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    augment: bool = False
-    train_size: int | None = None
-    validation: str | float = "test"
-    val_size: int | None = None
-    seed: int = 0
-    data: str | None = None
-    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    recipe: str = option("tutorial", "recipe giving the optimization defaults: " + ", ".join(RECIPES),
+                         check=one_of(tuple(RECIPES)), metavar="NAME")  # fmt: skip
+    preset: str | None = option(None, "shrink data and epochs on top of the recipe: " + ", ".join(PRESETS),
+                                check=_validation.optional(one_of(tuple(PRESETS))), metavar="NAME")  # fmt: skip
+    epochs: int = option(10, "passes over the training set", check=_positive, parse=_int, metavar="N")
+    batch_size: int = option(128, "images per step, for training and validation", check=_positive, parse=_int,
+                             metavar="N")  # fmt: skip
+    optimizer: str = option("adam", "adam, adamw or sgd (SGD with Nesterov momentum)", check=one_of(OPTIMIZERS),
+                            metavar="NAME")  # fmt: skip
+    lr: float = option(1e-3, "learning rate; the peak rate with --schedule cosine",
+                       check=in_range(low=0.0, low_open=True), parse=_float, metavar="X")  # fmt: skip
+    schedule: str = option("constant", "constant, or cosine: linear warmup from lr/10, then cosine decay to 0",
+                           check=one_of(SCHEDULES), metavar="NAME")  # fmt: skip
+    warmup_epochs: float = option(0.0, "length of the cosine schedule's warmup, in epochs (fractions allowed)",
+                                  check=in_range(low=0.0), parse=_float, metavar="X")  # fmt: skip
+    momentum: float = option(0.9, "momentum of sgd", check=in_range(low=0.0, high=1.0, high_open=True),
+                             parse=_float, metavar="X")  # fmt: skip
+    weight_decay: float = option(0.0, "decoupled weight decay: w -= lr * weight_decay * w, every weight",
+                                 check=in_range(low=0.0), parse=_float, metavar="X")  # fmt: skip
+    label_smoothing: float = option(0.0, "mass spread uniformly over the classes of each target",
+                                    check=in_range(low=0.0, high=1.0, high_open=True), parse=_float,
+                                    metavar="X")  # fmt: skip
+    augment: bool = option(False, "random 4-pixel-padded crops and horizontal flips", check=_validation.boolean)
+    train_size: int | None = option(None, "stratified subset of the training images (default: all)",
+                                    check=_optional_positive, parse=_int, metavar="N")  # fmt: skip
+    validation: str | float = option("test", "'test' (the test set, as in the tutorial) or a held-out fraction "
+                                     "in (0, 1) of the training images, stratified",
+                                     check=_test_or_fraction, parse=_parse_validation,
+                                     metavar="test|FRACTION")  # fmt: skip
+    val_size: int | None = option(None, "at most this many validation images (a stratified subset)",
+                                  check=_optional_positive, parse=_int, metavar="N")  # fmt: skip
+    seed: int = option(0, "fixes the subsets, the data order, augmentation and the initial weights",
+                       check=_validation.non_negative_int, parse=_int, metavar="N")  # fmt: skip
+    data: str | None = option(None, "CIFAR-10 copy (default: $SEPCONV_DATA, else keras.datasets)",
+                              check=_validation.optional(_validation.string), metavar="PATH")  # fmt: skip
+    model_kwargs: dict = option(default_factory=dict, help="keyword arguments for sepconv.models.create_model",
+                                check=_check_dict, flag=False)  # fmt: skip
 
     def __post_init__(self):
-        _check_name(self.recipe, RECIPES, "recipe")
-        if self.preset is not None:
-            _check_name(self.preset, PRESETS, "preset")
-        for name in ("epochs", "batch_size"):
-            _check_int(getattr(self, name), name, minimum=1)
-        _check_int(self.seed, "seed", minimum=0)
-        for name in ("train_size", "val_size"):
-            if getattr(self, name) is not None:
-                _check_int(getattr(self, name), name, minimum=1)
-        _check_name(self.optimizer, OPTIMIZERS, "optimizer")
-        _check_name(self.schedule, SCHEDULES, "schedule")
-        _check_real(self.lr, "lr", low=0.0, low_open=True)
-        for name in ("warmup_epochs", "weight_decay"):
-            _check_real(getattr(self, name), name, low=0.0)
-        _check_real(self.momentum, "momentum", low=0.0, high=1.0, high_open=True)
-        _check_real(self.label_smoothing, "label_smoothing", low=0.0, high=1.0, high_open=True)
-        if not isinstance(self.augment, bool):
-            raise TypeError(f"augment must be True or False. Received: augment={self.augment!r}")
+        _options.validate(self)
         if self.schedule == "cosine" and self.warmup_epochs >= self.epochs:
             raise ValueError(
                 "warmup_epochs must be less than epochs with schedule='cosine'. "
                 f"Received: warmup_epochs={self.warmup_epochs}, epochs={self.epochs}"
             )
-        if isinstance(self.validation, str) and self.validation != "test":
-            raise ValueError(
-                f"validation must be 'test' or a fraction in (0, 1). Received: validation={self.validation!r}"
-            )
-        if self.validation != "test":
-            _check_real(self.validation, "validation", low=0.0, high=1.0, low_open=True, high_open=True)
-        if self.data is not None and not isinstance(self.data, str):
-            raise TypeError(f"data must be a path string or None. Received: data={self.data!r}")
-        if not isinstance(self.model_kwargs, dict):
-            raise TypeError(f"model_kwargs must be a dict. Received: model_kwargs={self.model_kwargs!r}")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -158,47 +160,24 @@ class TrainConfig:
 
 def make_config(recipe="tutorial", preset=None, **overrides):
     """A `TrainConfig` from a recipe, then a preset, then `overrides` (field=value)."""
-    _check_name(recipe, RECIPES, "recipe")
+    _validation.choice(recipe, tuple(RECIPES), "recipe")
     if preset is not None:
-        _check_name(preset, PRESETS, "preset")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"recipe", "preset"}
+        _validation.choice(preset, tuple(PRESETS), "preset")
+    fields = sorted({f.name for f in dataclasses.fields(TrainConfig)} - {"recipe", "preset"})
     for name, value in overrides.items():
         if name not in fields:
-            close = difflib.get_close_matches(name, sorted(fields), n=3)
+            close = difflib.get_close_matches(name, fields, n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise ValueError(f"Unknown TrainConfig field.{hint} Received: {name}={value!r}")
     values = {**RECIPES[recipe], **(PRESETS[preset] if preset else {}), **overrides}
     return TrainConfig(recipe=recipe, preset=preset, **values)
 
 
-def _check_name(value, allowed, name):
-    if value not in allowed:
-        close = difflib.get_close_matches(str(value), list(allowed), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"{name} must be one of {', '.join(repr(a) for a in allowed)}.{hint} Received: {name}={value!r}"
-        )
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer. Received: {name}={value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}. Received: {name}={value}")
-
-
-def _check_real(value, name, low=None, high=None, low_open=False, high_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number. Received: {name}={value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite. Received: {name}={value!r}")
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        left = "(" if low_open or low is None else "["
-        right = ")" if high_open or high is None else "]"
-        interval = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
-        raise ValueError(f"{name} must be in {interval}. Received: {name}={value!r}")
+def rerun_command(model_names, config):
+    """The `sepconv compare` command line that repeats a run, or None (`model_kwargs` has no flag)."""
+    if config.model_kwargs:
+        return None
+    return " ".join(["sepconv compare", *model_names, *_options.to_flags(config)])
 
 
 def _tuples(value):

@@ -6,21 +6,20 @@ starts from weights drawn after `keras.utils.set_random_seed(config.seed)`.
 """
 
 import dataclasses
-import difflib
 import hashlib
 import os
 
 import numpy as np
 
-from sepconv.training import _run
-from sepconv.training._config import TrainConfig
+from sepconv import _provenance
+from sepconv import _run_folder as layout
+from sepconv.data import stratified_subset
+from sepconv.models import check_model_name
+from sepconv.training._config import TrainConfig, rerun_command
 from sepconv.training._loop import fit_model
 from sepconv.training._results import GAP_NOTE, MACS_NOTE, TIMING_NOTE, summarize
 
 DEFAULT_MODELS = ("vgg", "vgg_separable")
-# TrainConfig fields with a `--field-name VALUE` flag, in the order `rerun_command` lists them.
-_RERUN_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "warmup_epochs", "momentum", "weight_decay",
-                 "label_smoothing", "train_size", "validation", "val_size", "seed", "data")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +27,7 @@ class RunResult:
     """What `train`, `compare` and `resume` return.
 
     Attributes:
-        folder: the run folder (see `sepconv.training._run` for its layout).
+        folder: the run folder (see `sepconv._run_folder` for its layout).
         config: the `TrainConfig` of the run.
         models: model name -> summary (params, MACs, median time per epoch, best and
             final validation accuracy, ...), as in `results.json`.
@@ -66,18 +65,19 @@ def compare(model_names=DEFAULT_MODELS, config=None, *, out=None, quiet=False, d
     names = [model_names] if isinstance(model_names, str) else list(model_names)
     if not names or len(set(names)) != len(names):
         raise ValueError(f"model_names must be distinct model names, at least one. Received: model_names={names}")
-    _check_models(names)
-    folder = _run.check_new_folder(out or _run.default_folder(names))
+    for name in names:
+        check_model_name(name, argument="model")
+    folder = layout.check_new_folder(out or layout.default_folder(names))
     splits = _splits(config, data, quiet)
     os.makedirs(folder, exist_ok=True)
-    _run.write_json(
-        os.path.join(folder, "config.json"),
+    layout.write_json(
+        os.path.join(folder, layout.CONFIG),
         {
             "models": names,
             "config": config.to_dict(),
             "rerun": rerun_command(names, config),
             "data": _describe(splits),
-            "environment": _run.environment(),
+            "environment": _provenance.environment(),
             "resumed": [],
         },
     )
@@ -91,10 +91,10 @@ def resume(folder, *, quiet=False, data=None, report=True):
     its history, and models not started yet are trained. `data` is as in `compare`; it
     must give the same training and validation arrays as the original run.
     """
-    record_path = os.path.join(folder, "config.json")
+    record_path = os.path.join(folder, layout.CONFIG)
     if not os.path.isfile(record_path):
         raise FileNotFoundError(f"resume needs a run folder holding config.json. Received: resume={folder!r}")
-    record = _run.read_json(record_path)
+    record = layout.read_json(record_path)
     config = TrainConfig.from_dict(record["config"])
     splits = _splits(config, data, quiet)
     fingerprint = _describe(splits)["fingerprint"]
@@ -103,8 +103,8 @@ def resume(folder, *, quiet=False, data=None, report=True):
             "the data differ from those the run started with (training or validation arrays); "
             f"point data at the original copy ({record['data']['source']}). Received: resume={folder!r}"
         )
-    record["resumed"].append(_run.environment())
-    _run.write_json(record_path, record)
+    record["resumed"].append(_provenance.environment())
+    layout.write_json(record_path, record)
     return _train_all(folder, record["models"], config, splits, quiet, report)
 
 
@@ -115,10 +115,10 @@ def _train_all(folder, names, config, splits, quiet, report):
     def write_history():
         rows = []
         for name in names:
-            path = os.path.join(folder, name, "state.json")
+            path = os.path.join(folder, name, layout.STATE)
             if os.path.exists(path):
-                rows.extend(_run.read_json(path)["history"])
-        _run.write_history(os.path.join(folder, "history.csv"), rows)
+                rows.extend(layout.read_json(path)["history"])
+        layout.write_history(os.path.join(folder, layout.HISTORY), rows)
 
     for index, name in enumerate(names, start=1):
         states[name] = fit_model(
@@ -133,8 +133,8 @@ def _train_all(folder, names, config, splits, quiet, report):
         )
     write_history()
     summaries = {name: summarize(state) for name, state in states.items()}
-    _run.write_json(
-        os.path.join(folder, "results.json"),
+    layout.write_json(
+        os.path.join(folder, layout.RESULTS),
         {"models": list(summaries.values()), "notes": {"timing": TIMING_NOTE, "gap": GAP_NOTE, "macs": MACS_NOTE}},
     )
     if report:
@@ -147,17 +147,6 @@ def _train_all(folder, names, config, splits, quiet, report):
         models=summaries,
         history={name: state["history"] for name, state in states.items()},
     )
-
-
-def _check_models(names):
-    from sepconv.models import list_models
-
-    known = list_models()
-    for name in names:
-        if name not in known:
-            close = difflib.get_close_matches(str(name), known, n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"Unknown model. Known models: {', '.join(known)}.{hint} Received: model={name!r}")
 
 
 def _splits(config, data, quiet):
@@ -180,20 +169,6 @@ def _splits(config, data, quiet):
     return splits
 
 
-def stratified_subset(y, size, seed):
-    """Sorted indices of `size` entries of `y`, as evenly spread over labels as possible.
-
-    Each label's indices are shuffled with `default_rng(seed)`; then the first of every
-    label, the second of every label, ... are taken (lowest labels first) until `size`.
-    """
-    rng = np.random.default_rng(seed)
-    pools = [rng.permutation(np.flatnonzero(y == label)) for label in np.unique(y)]
-    indices = np.concatenate(pools)
-    ranks = np.concatenate([np.arange(len(pool)) for pool in pools])
-    labels = np.concatenate([np.full(len(pool), i) for i, pool in enumerate(pools)])
-    return np.sort(indices[np.lexsort((labels, ranks))][:size])
-
-
 def _describe(splits):
     digest = hashlib.sha256()
     for array in (splits.x_train, splits.y_train, splits.x_val, splits.y_val):
@@ -208,16 +183,3 @@ def _describe(splits):
         "splits": splits.describe(),
         "fingerprint": digest.hexdigest()[:16],
     }
-
-
-def rerun_command(names, config):
-    """The `sepconv compare` command line that repeats this run, or None (model_kwargs)."""
-    if config.model_kwargs:
-        return None
-    flags = [f"--recipe {config.recipe}"] + ([f"--preset {config.preset}"] if config.preset else [])
-    for field in _RERUN_FIELDS:
-        value = getattr(config, field)
-        if value is not None:
-            flags.append(f"--{field.replace('_', '-')} {value}")
-    flags.append("--augment" if config.augment else "--no-augment")
-    return f"sepconv compare {' '.join(names)} {' '.join(flags)}"

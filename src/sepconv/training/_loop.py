@@ -5,9 +5,9 @@ import os
 import keras
 
 from sepconv.data import Batches
-from sepconv.training import _run
+from sepconv import _run_folder as layout
 from sepconv.training._callbacks import Checkpoint, DataEpoch, EpochLog
-from sepconv.training._progress import EpochLines, RichProgress
+from sepconv.training._epoch_display import EpochLines, RichProgress
 
 
 @keras.saving.register_keras_serializable(package="sepconv")
@@ -70,6 +70,13 @@ def build_model(name, config, input_shape, num_classes, steps_per_epoch):
     return model
 
 
+def training_batches(splits, config):
+    """The training data of a run: shuffled per epoch, augmented if `config.augment`."""
+    return Batches(
+        splits.x_train, splits.y_train, batch_size=config.batch_size, augment=config.augment, seed=config.seed
+    )
+
+
 def model_costs(model):
     """`(params, MACs per image)` with `sepconv.analysis.profile_model`'s conventions."""
     from sepconv.analysis import profile_model
@@ -85,16 +92,14 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
     skips the test-set evaluation (used when validation images come from the test set).
     """
     os.makedirs(folder, exist_ok=True)
-    state_path = os.path.join(folder, "state.json")
-    state = _run.read_json(state_path) if os.path.exists(state_path) else {"model": name, "finished": False}
-    _run.remove_temporaries(folder)
+    state_path = os.path.join(folder, layout.STATE)
+    state = layout.read_json(state_path) if os.path.exists(state_path) else {"model": name, "finished": False}
+    layout.remove_temporaries(folder)
     _remove_stale_checkpoints(folder, keep=state.get("checkpoint"))
     if state["finished"]:
         return state
 
-    train = Batches(
-        splits.x_train, splits.y_train, batch_size=config.batch_size, augment=config.augment, seed=config.seed
-    )
+    train = training_batches(splits, config)
     val = Batches(splits.x_val, splits.y_val, batch_size=config.batch_size, shuffle=False)
     done = state.get("epochs_done", 0)
     if done:  # weights and optimizer state (step count, moments) come from the checkpoint
@@ -121,13 +126,13 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
         display.close()
 
     last = os.path.join(folder, state["checkpoint"])
-    _run.copy_file(last, os.path.join(folder, "final.keras"))
+    layout.copy_file(last, os.path.join(folder, layout.FINAL))
     if test_data:
-        best = keras.saving.load_model(os.path.join(folder, "best.keras"))
+        best = keras.saving.load_model(os.path.join(folder, layout.BEST))
         test = Batches(splits.x_test, splits.y_test, batch_size=config.batch_size, shuffle=False)
         state["test_accuracy"] = float(best.evaluate(test, verbose=0, return_dict=True)["accuracy"])
-    state.update(finished=True, checkpoint="final.keras")
-    _run.write_json(state_path, state)
+    state.update(finished=True, checkpoint=layout.FINAL)
+    layout.write_json(state_path, state)
     os.remove(last)
     return state
 
@@ -135,5 +140,5 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
 def _remove_stale_checkpoints(folder, keep):
     """Deletes `epoch-NNN.keras` files that `state.json` does not name (an interrupted save)."""
     for file in os.listdir(folder):
-        if file.startswith("epoch-") and file.endswith(".keras") and file != keep:
+        if layout.is_checkpoint(file) and file != keep:
             os.remove(os.path.join(folder, file))

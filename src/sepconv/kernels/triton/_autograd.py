@@ -2,7 +2,7 @@
 
 `depthwise_conv2d` and `separable_conv2d` take and return NHWC torch tensors;
 `depthwise_conv_triton` has the signature of the implementations registered in
-`sepconv.kernels._select` (any data format, 1-D or 2-D).
+`sepconv.kernels._dispatch` as "triton" (any data format, 1-D or 2-D).
 """
 
 import torch

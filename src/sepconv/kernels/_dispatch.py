@@ -10,6 +10,14 @@ environment variable; "auto" (the default) applies, in order:
 2. `_auto_rule`, which only departs from "native" where `sepconv bench`
    measured a gain.
 
+"auto" is resolved once per call signature (input shape, dtype, device,
+kernel shape, strides, padding, data format, dilation) and remembered for the
+process: a layer pays for the choice on its first call, not on every call.
+A forced name (`set_depthwise_implementation`, `SEPCONV_DEPTHWISE`) always
+wins over a remembered choice; a choice stored by `sepconv bench tune` in this
+process replaces the remembered ones, one stored by another process is seen
+by the next process.
+
 Each name is one formulation; where a backend has a faster way to run that
 same formulation, the name uses it:
 
@@ -18,9 +26,22 @@ same formulation, the name uses it:
   memory layout (`_torch.py`); elsewhere `keras.ops.depthwise_conv`.
 - "shifted": one multiply-add per kernel tap over shifted slices. On JAX with
   a hand-written gradient (`_jax.py`); elsewhere plain `keras.ops`.
+- "triton": the Triton kernels of `sepconv.kernels.triton` (1-D and 2-D),
+  on the torch backend with a CUDA device and triton installed (or Triton's
+  CPU interpreter, `TRITON_INTERPRET=1`, which is how the tests run them).
+  Force it by name; "auto" takes it only from a `sepconv bench tune`
+  measurement on a CUDA machine: no rule picks it, since it has not been
+  measured faster anywhere yet.
+
+"native" and "shifted" run on every backend and device: whatever "auto"
+finds, a call it cannot run there falls back to the rule, which only picks
+those two.
 
 `max_pool(...)` is the same idea for the pooling between separable blocks:
 on PyTorch it keeps channels_last tensors in their layout (`_torch.py`).
+`batch_norm_training(...)` gives the training-mode batch normalization of
+`sepconv.layers.BatchNormalization` one fused kernel where the backend has one
+(TensorFlow's FusedBatchNormV3, torch's batch_norm; XLA fuses JAX's itself).
 """
 
 import contextlib
@@ -32,19 +53,31 @@ import keras
 from sepconv import _validation
 from sepconv.kernels import _autotune, _portable
 
-_NAMES = ("native", "shifted")
+_PORTABLE = ("native", "shifted")
+_NAMES = _PORTABLE + ("triton",)
 _setting = None  # None: read SEPCONV_DEPTHWISE, default "auto"
+_chosen = {}  # call signature -> name "auto" resolved to
+_chosen_for = None  # (autotune generation, SEPCONV_CACHE_DIR) the entries of `_chosen` were resolved with
+_MAX_CHOSEN = 4096  # distinct signatures remembered before starting over
 
 
-def available_implementations():
-    """Names accepted by `set_depthwise_implementation`."""
-    return ("auto",) + _NAMES
+def available_implementations(rank=None):
+    """Names `set_depthwise_implementation` accepts on this backend and device.
+
+    Always "auto", "native" and "shifted"; "triton" where it runs (see the
+    module docstring). With `rank`, only the names that run inputs with that
+    many spatial dimensions ("triton": 1 and 2).
+    """
+    names = ("auto",) + _PORTABLE
+    if _triton_unusable() is None and rank in (None, 1, 2):
+        names += ("triton",)
+    return names
 
 
 def set_depthwise_implementation(name):
     """Force one depthwise implementation for every layer ("auto" to restore)."""
     global _setting
-    _setting = _validation.choice(name, available_implementations(), "name")
+    _setting = _checked(name, "name")
 
 
 @contextlib.contextmanager
@@ -60,16 +93,63 @@ def use_depthwise_implementation(name):
 
 
 def get_depthwise_implementation():
+    """The forced name, or "auto": what `set_depthwise_implementation` or `SEPCONV_DEPTHWISE` say."""
     if _setting is not None:
         return _setting
-    name = os.environ.get("SEPCONV_DEPTHWISE", "auto")
-    return _validation.choice(name, available_implementations(), "SEPCONV_DEPTHWISE")
+    return _from_environment(os.environ.get("SEPCONV_DEPTHWISE", "auto"))
+
+
+@functools.lru_cache(maxsize=8)
+def _from_environment(value):
+    return _checked(value, "SEPCONV_DEPTHWISE")
+
+
+def _checked(name, argument):
+    """`name` if it is a registered name this backend and device can run, else a ValueError."""
+    _validation.choice(name, ("auto",) + _NAMES, argument)
+    if name == "triton":
+        reason = _triton_unusable()
+        if reason is not None:
+            raise ValueError(
+                "The 'triton' depthwise implementation runs on the torch backend with a CUDA device "
+                "(or TRITON_INTERPRET=1) and triton installed, imported before any TensorFlow. "
+                f"Received: {argument}='triton', {reason}"
+            )
+    return name
+
+
+def _triton_unusable():
+    """None where "triton" can run here; else the received state that rules it out."""
+    backend = keras.backend.backend()
+    if backend != "torch":
+        return f"backend={backend!r}"
+    from sepconv import _provenance
+    from sepconv.kernels import triton
+
+    if not triton.is_available():
+        return "backend='torch', triton=None"
+    if os.environ.get("TRITON_INTERPRET", "0") != "1" and _provenance.device("torch") == "CPU":
+        return "backend='torch', device='CPU'"
+    return None
 
 
 def implementation(name):
-    """The depthwise function registered as `name` on the current backend."""
+    """The depthwise function registered as `name` on the current backend.
+
+    Each takes `(x, kernel, strides, padding, data_format, dilation_rate)`.
+    """
     _validation.choice(name, _NAMES, "name")
-    backend = keras.backend.backend()
+    if name == "triton":
+        _checked(name, "name")
+    return _function(name, keras.backend.backend())
+
+
+@functools.cache
+def _function(name, backend):
+    if name == "triton":
+        from sepconv.kernels import triton
+
+        return triton.depthwise_conv_triton
     if name == "native" and backend == "torch":
         from sepconv.kernels import _torch
 
@@ -112,7 +192,8 @@ def _auto_rule(x, kernel, strides, dilation_rate):
     """Rule-based choice; keep it conservative: native unless measured faster.
 
     Measured with `sepconv bench layer` / `sepconv bench tune` (forward and
-    backward) on CPU; on accelerators everything stays native (unmeasured):
+    backward) on CPU; on accelerators everything stays native (unmeasured),
+    and "triton" is never chosen by rule:
 
     - JAX: XLA:CPU runs grouped convolutions, and above all their kernel
       gradient, as slow generic loops; the shifted multiply-adds fuse into
@@ -150,19 +231,28 @@ def _call_fields(x, kernel, strides, padding, data_format, dilation_rate):
 
 
 def resolve(x, kernel, strides, padding, data_format, dilation_rate):
-    """The implementation name a depthwise call with these arguments uses."""
-    return _resolve(_call_fields(x, kernel, strides, padding, data_format, dilation_rate), x, kernel)
+    """The implementation name a depthwise call with these arguments uses.
 
-
-def _resolve(call, x, kernel):
+    Resolved afresh (the autotune cache file is re-read if it changed), unlike
+    `depthwise_conv`, which remembers what "auto" chose for each call signature.
+    """
     name = get_depthwise_implementation()
     if name != "auto":
         return name
+    return _auto(_call_fields(x, kernel, strides, padding, data_format, dilation_rate), x, kernel)
+
+
+def _auto(call, x, kernel):
     if None not in call["input_shape"]:
         stored = _autotune.lookup(_autotune.cache_key(**call))
-        if stored in _NAMES:
+        if stored in _PORTABLE or (stored == "triton" and stored in available_implementations(len(call["strides"]))):
             return stored
     return _auto_rule(x, kernel, call["strides"], call["dilation_rate"])
+
+
+def _signature(x, kernel, strides, padding, data_format, dilation_rate):
+    device = getattr(x, "device", None) if keras.backend.backend() == "torch" else None
+    return (tuple(x.shape), x.dtype, device, tuple(kernel.shape), strides, padding, data_format, dilation_rate)
 
 
 def depthwise_conv(x, kernel, strides, padding, data_format, dilation_rate):
@@ -173,10 +263,23 @@ def depthwise_conv(x, kernel, strides, padding, data_format, dilation_rate):
     Under `jit` (JAX, `tf.function`) the choice is made when the function is
     traced: set the implementation before a model's first call.
     """
-    call = _call_fields(x, kernel, strides, padding, data_format, dilation_rate)
-    name = _resolve(call, x, kernel)
-    _autotune.record({**call, "implementation": name})
-    return implementation(name)(x, kernel, strides, padding, data_format, dilation_rate)
+    global _chosen_for
+    strides, dilation_rate = tuple(strides), tuple(dilation_rate)
+    name = get_depthwise_implementation()
+    if name == "auto":
+        cache = (_autotune.generation, os.environ.get("SEPCONV_CACHE_DIR"))
+        if _chosen_for != cache or len(_chosen) >= _MAX_CHOSEN:
+            _chosen.clear()
+            _chosen_for = cache
+        signature = _signature(x, kernel, strides, padding, data_format, dilation_rate)
+        name = _chosen.get(signature)
+        if name is None:
+            call = _call_fields(x, kernel, strides, padding, data_format, dilation_rate)
+            name = _chosen[signature] = _auto(call, x, kernel)
+    if _autotune.recording():
+        call = _call_fields(x, kernel, strides, padding, data_format, dilation_rate)
+        _autotune.record({**call, "implementation": name})
+    return _function(name, keras.backend.backend())(x, kernel, strides, padding, data_format, dilation_rate)
 
 
 def pointwise_conv(x, kernel, data_format, bias=None):
@@ -212,3 +315,22 @@ def max_pool(x, pool_size, strides=None, padding="valid", data_format=None):
         if y is not None:
             return y
     return keras.ops.max_pool(x, pool_size, strides=strides, padding=padding, data_format=data_format)
+
+
+def batch_norm_training(x, gamma, beta, axis, epsilon):
+    """`(normalized x, batch mean, batch variance)` in one fused op, or None without one.
+
+    The variance is the biased one, as `keras.ops.moments` computes it; `gamma`/`beta`
+    may be None. None means: compute it as Keras does (`keras.ops.moments`, then
+    `keras.ops.batch_normalization`), which is what JAX wants (XLA fuses those).
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from sepconv.kernels import _tensorflow
+
+        return _tensorflow.batch_norm_training(x, gamma, beta, axis, epsilon)
+    if backend == "torch":
+        from sepconv.kernels import _torch
+
+        return _torch.batch_norm_training(x, gamma, beta, axis, epsilon)
+    return None

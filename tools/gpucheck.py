@@ -1,12 +1,14 @@
 """GPU check of the Triton depthwise kernels: correctness matrix and timings.
 
-    python src/sepconv/kernels/triton/gpucheck.py --out DIR      # torch + triton only
-    KERAS_BACKEND=torch python -m sepconv.kernels.triton.gpucheck --out DIR
-    python src/sepconv/kernels/triton/gpucheck.py --out DIR --tiny   # no GPU: interpreter
+    python tools/gpucheck.py --out DIR           # on a CUDA machine (Keras' torch backend)
+    python tools/gpucheck.py --out DIR --tiny    # no GPU: tiny shapes in Triton's interpreter
+
+Needs torch, triton and keras (the sepconv package is read from this checkout's
+`src/`); runs with `KERAS_BACKEND=torch`, the default here.
 
 Correctness: forward, input, kernel and bias gradients of the depthwise
-kernels, and of the fused depthwise -> pointwise kernel, against
-torch.nn.functional.conv2d(groups=C) in float64, over kernel sizes, strides,
+kernels, and of the fused depthwise -> pointwise kernel, against the numpy
+loops of `tests/reference.py` (float64), over kernel sizes, strides,
 dilations, paddings, multipliers and dtypes; then every launch configuration
 once. These run with one fixed launch configuration (no autotuning).
 
@@ -21,37 +23,30 @@ are taken within this run.
 Order: one correctness check of each kind, the timings, then the rest of the
 matrix, so a run cut short (or over --budget-s) still has its timings.
 Every entry is caught on its own (an error is recorded, the run goes on) and
-DIR/gpucheck.json is rewritten after each one, so a cut-off run keeps what
-it finished.
+DIR/gpucheck.json is rewritten atomically after each one, with the provenance
+record of `sepconv._provenance`, so a cut-off run keeps what it finished.
 """
 
 import argparse
 import dataclasses
-import datetime
+import importlib.util
+import itertools
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 import traceback
-import types
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+for _folder in (ROOT / "tests", ROOT / "src"):  # the numpy references; the sepconv of this checkout
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
-def _import_without_keras():
-    """Run as a file: make `sepconv.kernels.triton` importable without running
-    `sepconv/__init__.py`, which imports Keras (absent on bare GPU images)."""
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-    src = here.parents[2]
-    for name, path in (("sepconv", src / "sepconv"), ("sepconv.kernels", src / "sepconv" / "kernels")):
-        if name not in sys.modules:
-            package = types.ModuleType(name)
-            package.__path__ = [str(path)]
-            sys.modules[name] = package
-    sys.path.insert(0, str(src))
+import numpy as np  # noqa: E402
+
+import reference  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -68,7 +63,7 @@ class Config:
     budget_s: float = 420.0  # checks and timings still pending after this are skipped (and listed)
     correctness: bool = True
     benchmarks: bool = True
-    commit: str = None  # recorded as given (a copied tree has no .git); default: git rev-parse HEAD
+    commit: str = None  # recorded as given (a copied tree has no .git); default: the checkout's
 
 
 # On max |error| / max(max |reference|, 1); half types round inputs and outputs (8 / 11 bits).
@@ -77,9 +72,17 @@ TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2, "float16": 2e-2}
 
 class Report:
     def __init__(self, config):
+        import torch
+
+        from sepconv import _provenance
+
         self.path = Path(config.out) / "gpucheck.json"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.data = {"config": dataclasses.asdict(config), "environment": _environment(config.commit),
+        environment = _provenance.environment(backend="torch")
+        if config.commit:
+            environment["git"] = {"commit": config.commit, "dirty": None}
+        runtime = {"cuda": torch.version.cuda, "triton_interpret": os.environ.get("TRITON_INTERPRET", "0")}
+        self.data = {"config": dataclasses.asdict(config), "environment": environment, "runtime": runtime,
                      "correctness": [], "benchmarks": [], "skipped": [], "ratios": {}}
         self.write()
 
@@ -96,6 +99,8 @@ class Report:
         self.write()
 
     def write(self):
+        from sepconv import _atomic
+
         self.data["ratios"] = _ratios(self.data["benchmarks"])
         checks = self.data["correctness"]
         self.data["correctness_summary"] = {
@@ -104,74 +109,133 @@ class Report:
             "mismatched": sum(1 for c in checks if c.get("ok") is False),
             "errors": sum(1 for c in checks if "error" in c),
         }
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.data, indent=1, default=str))
-        os.replace(temporary, self.path)
+        _atomic.write_text(self.path, json.dumps(self.data, indent=1, default=str))
 
 
-def _git_commit():
-    root = Path(__file__).resolve().parents[4]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError) as error:
-        return f"unknown ({error})"
-    if head.returncode != 0:
-        return "unknown (not a git checkout: pass --commit)"
-    return head.stdout.strip() + ("+uncommitted" if status.stdout.strip() else "")
+# --- correctness, against tests/reference.py ------------------------------
+
+ACTIVATIONS = {"linear": lambda y: y, "relu": reference.relu, "relu6": lambda y: np.clip(y, 0, 6)}
+DERIVATIVES = {"linear": np.ones_like, "relu": lambda y: y > 0, "relu6": lambda y: (y > 0) & (y < 6)}
 
 
-def _environment(commit=None):
-    import torch
-    import triton
-
-    cuda = torch.cuda.is_available()
-    return {
-        "command": " ".join([sys.executable] + sys.argv),
-        "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "cuda": torch.version.cuda,
-        "device": torch.cuda.get_device_name(0) if cuda else "CPU (Triton interpreter)",
-        "triton_interpret": os.environ.get("TRITON_INTERPRET", "0"),
-        "git_commit": commit or _git_commit(),
-    }
+def _numpy(tensor):
+    """float64 copy of a torch tensor (half types keep their rounded values)."""
+    return tensor.detach().double().cpu().numpy()
 
 
-def _tf_same_pads(size, kernel, stride, dilation):
-    out = -(-size // stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
-def _reference_depthwise(x, kernel, bias, strides, padding, dilation, activation):
-    """NHWC depthwise through conv2d(groups=C) in float64."""
-    import torch
-    import torch.nn.functional as F
-
-    kh, kw, c, m = kernel.shape
-    xd = x.double().permute(0, 3, 1, 2)
-    if padding == "same":
-        top, bottom = _tf_same_pads(xd.shape[2], kh, strides[0], dilation[0])
-        left, right = _tf_same_pads(xd.shape[3], kw, strides[1], dilation[1])
-        xd = F.pad(xd, (left, right, top, bottom))
-    weight = kernel.double().permute(2, 3, 0, 1).reshape(c * m, 1, kh, kw)
-    y = F.conv2d(xd, weight, None if bias is None else bias.double(), stride=strides, dilation=dilation, groups=c)
-    y = y.permute(0, 2, 3, 1)
-    return {"linear": y, "relu": torch.relu(y), "relu6": y.clamp(0, 6)}[activation]
+def _reference_depthwise(x, kernel, bias, strides, padding, dilation, activation, upstream):
+    """Output and (input, kernel, bias) gradients of act(depthwise(x) + bias) for `upstream`."""
+    pre = reference.depthwise(x, kernel, strides, padding, dilation) + (0 if bias is None else bias)
+    g = upstream * DERIVATIVES[activation](pre)
+    dx, dkernel = reference.depthwise_gradients(x, kernel, g, strides, padding, dilation)
+    return ACTIVATIONS[activation](pre), (dx, dkernel, g.sum(axis=(0, 1, 2)))
 
 
 def _error(actual, expected):
-    scale = max(expected.abs().max().item(), 1.0)
-    return (actual.double() - expected).abs().max().item() / scale
+    return float(np.abs(_numpy(actual) - expected).max() / max(np.abs(expected).max(), 1.0))
+
+
+def _random(generator, shape, device, dtype, scale=1.0):
+    import torch
+
+    return (torch.randn(*shape, generator=generator) * scale).to(device, dtype).requires_grad_()
+
+
+def _check_depthwise(case, dtype_name, device):
+    import torch
+
+    from sepconv.kernels.triton import depthwise_conv2d
+
+    (n, h, w, c, m), k, strides, dilation, padding, with_bias, activation = case
+    dtype = getattr(torch, dtype_name)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    g = torch.Generator().manual_seed(0)
+    x = _random(g, (n, h, w, c), device, dtype)
+    kernel = _random(g, (kh, kw, c, m), device, dtype, (kh * kw) ** -0.5)
+    bias = _random(g, (c * m,), device, dtype) if with_bias else None
+    leaves = [t for t in (x, kernel, bias) if t is not None]
+    y = depthwise_conv2d(x, kernel, bias, strides, padding, dilation, activation)
+    upstream = torch.randn(y.shape, generator=g).to(device, dtype)
+    expected, want = _reference_depthwise(
+        _numpy(x), _numpy(kernel), None if bias is None else _numpy(bias), strides, padding, dilation, activation,
+        _numpy(upstream),
+    )
+    errors = {"forward": _error(y, expected)}
+    got = torch.autograd.grad(y, leaves, upstream)
+    for name, a, b in zip(("input_grad", "kernel_grad", "bias_grad"), got, want):
+        errors[name] = _error(a, b)
+    return errors
+
+
+def _check_separable(case, dtype_name, device):
+    """relu(relu(depthwise(x) + dw_bias) @ pointwise + bias), gradients by hand through the 1x1 step."""
+    import torch
+
+    from sepconv.kernels.triton import separable_conv2d
+
+    (n, h, w, c, m), filters, strides, padding = case
+    dtype = getattr(torch, dtype_name)
+    g = torch.Generator().manual_seed(0)
+    x = _random(g, (n, h, w, c), device, dtype)
+    kernel = _random(g, (3, 3, c, m), device, dtype, 1 / 3)
+    dw_bias = _random(g, (c * m,), device, dtype)
+    pointwise = _random(g, (c * m, filters), device, dtype, (c * m) ** -0.5)
+    bias = _random(g, (filters,), device, dtype)
+    leaves = (x, kernel, dw_bias, pointwise, bias)
+    y = separable_conv2d(x, kernel, pointwise, dw_bias, bias, strides, padding, 1, "relu", "relu")
+    upstream = torch.randn(y.shape, generator=g).to(device, dtype)
+    xn, kn, dwbn, pwn, bn, up = (_numpy(t) for t in (*leaves, upstream))
+    mid = reference.relu(reference.depthwise(xn, kn, strides, padding, (1, 1)) + dwbn)
+    pre = reference.pointwise(mid, pwn[None, None]) + bn
+    g_pre = up * (pre > 0)
+    g_mid = (g_pre @ pwn.T) * (mid > 0)
+    dx, dkernel = reference.depthwise_gradients(xn, kn, g_mid, strides, padding, (1, 1))
+    d_pointwise = mid.reshape(-1, c * m).T @ g_pre.reshape(-1, filters)
+    want = (dx, dkernel, g_mid.sum(axis=(0, 1, 2)), d_pointwise, g_pre.sum(axis=(0, 1, 2)))
+    errors = {"forward": _error(y, reference.relu(pre))}
+    got = torch.autograd.grad(y, leaves, upstream)
+    names = ("input_grad", "kernel_grad", "depthwise_bias_grad", "pointwise_grad", "bias_grad")
+    for name, a, b in zip(names, got, want):
+        errors[name] = _error(a, b)
+    return errors
+
+
+def _check_launch_configs(device):
+    """Every configuration of every kernel on one ragged shape (fixed config)."""
+    import torch
+
+    from sepconv.kernels.triton import _depthwise, _tuning
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 9, 11, 40, generator=g).to(device)
+    kernel = torch.randn(3, 3, 40, 1, generator=g).to(device) / 3
+    bias = torch.randn(40, generator=g).to(device)
+    pointwise = torch.randn(40, 70, generator=g).to(device) / 40**0.5
+    geometry = ((2, 1), (1, 1), "same")
+    upstream = torch.randn(2, 5, 11, 40, generator=g).to(device)  # 'same', strides (2, 1): (2, ceil(9 / 2), 11, 40)
+    expected, (want_dx, want_dk, want_db) = _reference_depthwise(
+        _numpy(x), _numpy(kernel), _numpy(bias), (2, 1), "same", (1, 1), "linear", _numpy(upstream)
+    )
+    results = []
+    for index, config in enumerate(_tuning.DIRECT_CONFIGS):
+        y = _depthwise.forward(x, kernel, bias, *geometry, config=config)
+        dx = _depthwise.input_grad(upstream, kernel, x.shape, *geometry, config=config)
+        results.append(("direct", index, {"forward": _error(y, expected), "input_grad": _error(dx, want_dx)}))
+    for index, config in enumerate(_tuning.WEIGHT_GRAD_CONFIGS):
+        dk, db = _depthwise.weight_grad(x, upstream, kernel.shape, True, *geometry, config=config)
+        results.append(("weight_grad", index, {"kernel_grad": _error(dk, want_dk), "bias_grad": _error(db, want_db)}))
+    for index, config in enumerate(_tuning.FUSED_CONFIGS):
+        y = _depthwise.fused_forward(x, kernel, bias, pointwise, None, *geometry, config=config)
+        results.append(("fused", index, {"forward": _error(y, expected @ _numpy(pointwise))}))
+    return results
+
+
+CHECKS = {"depthwise": _check_depthwise, "separable_fused": _check_separable}
 
 
 def _correctness_cases(tiny):
     """(kind, case, dtype) checks. Each (kernel, strides, dilation, padding) once
     in float32, shapes, multipliers and flags rotating; a few in bf16/fp16."""
-    import itertools
-
     if tiny:
         return [
             ("depthwise", ((2, 7, 6, 3, 2), 3, (2, 2), (1, 1), "same", True, "relu"), "float32"),
@@ -199,92 +263,6 @@ def _correctness_cases(tiny):
     # Smoke first (run before the benchmarks): one of each kind.
     smoke = [checks[3], checks[-6], checks[-1]]
     return smoke + [c for c in checks if c not in smoke]
-
-
-def _check_depthwise(case, dtype_name, device):
-    import torch
-
-    from sepconv.kernels.triton import depthwise_conv2d
-
-    (n, h, w, c, m), k, strides, dilation, padding, with_bias, activation = case
-    dtype = getattr(torch, dtype_name)
-    kh, kw = (k, k) if isinstance(k, int) else k
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, h, w, c, generator=g).to(device, dtype).requires_grad_()
-    kernel = (torch.randn(kh, kw, c, m, generator=g) / (kh * kw) ** 0.5).to(device, dtype).requires_grad_()
-    bias = torch.randn(c * m, generator=g).to(device, dtype).requires_grad_() if with_bias else None
-    leaves = [t for t in (x, kernel, bias) if t is not None]
-    y = depthwise_conv2d(x, kernel, bias, strides, padding, dilation, activation)
-    expected = _reference_depthwise(x, kernel, bias, strides, padding, dilation, activation)
-    upstream = torch.randn(expected.shape, generator=g).to(device, dtype)
-    errors = {"forward": _error(y, expected)}
-    got = torch.autograd.grad(y, leaves, upstream)
-    want = torch.autograd.grad(expected, leaves, upstream.double())
-    for name, a, b in zip(("input_grad", "kernel_grad", "bias_grad"), got, want):
-        errors[name] = _error(a, b)
-    return errors
-
-
-def _check_separable(case, dtype_name, device):
-    import torch
-
-    from sepconv.kernels.triton import separable_conv2d
-
-    (n, h, w, c, m), filters, strides, padding = case
-    dtype = getattr(torch, dtype_name)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, h, w, c, generator=g).to(device, dtype).requires_grad_()
-    kernel = (torch.randn(3, 3, c, m, generator=g) / 3).to(device, dtype).requires_grad_()
-    dw_bias = torch.randn(c * m, generator=g).to(device, dtype).requires_grad_()
-    pointwise = (torch.randn(c * m, filters, generator=g) / (c * m) ** 0.5).to(device, dtype).requires_grad_()
-    bias = torch.randn(filters, generator=g).to(device, dtype).requires_grad_()
-    leaves = (x, kernel, dw_bias, pointwise, bias)
-    y = separable_conv2d(x, kernel, pointwise, dw_bias, bias, strides, padding, 1, "relu", "relu")
-    mid = _reference_depthwise(x, kernel, dw_bias, strides, padding, (1, 1), "relu")
-    expected = torch.relu(mid @ pointwise.double() + bias.double())
-    upstream = torch.randn(expected.shape, generator=g).to(device, dtype)
-    errors = {"forward": _error(y, expected)}
-    got = torch.autograd.grad(y, leaves, upstream)
-    want = torch.autograd.grad(expected, leaves, upstream.double())
-    names = ("input_grad", "kernel_grad", "depthwise_bias_grad", "pointwise_grad", "bias_grad")
-    for name, a, b in zip(names, got, want):
-        errors[name] = _error(a, b)
-    return errors
-
-
-def _check_launch_configs(device):
-    """Every configuration of every kernel on one ragged shape (fixed config)."""
-    import torch
-
-    from sepconv.kernels.triton import _depthwise, _tuning
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 9, 11, 40, generator=g).to(device)
-    kernel = torch.randn(3, 3, 40, 1, generator=g).to(device) / 3
-    bias = torch.randn(40, generator=g).to(device)
-    pointwise = torch.randn(40, 70, generator=g).to(device) / 40**0.5
-    geometry = ((2, 1), (1, 1), "same")
-    expected = _reference_depthwise(x, kernel, bias, (2, 1), "same", (1, 1), "linear")
-    upstream = torch.randn(expected.shape, generator=g).to(device)
-    k64, b64 = kernel.double().requires_grad_(), bias.double().requires_grad_()
-    x64 = x.double().requires_grad_()
-    reference = _reference_depthwise(x64, k64, b64, (2, 1), "same", (1, 1), "linear")
-    want_dx, want_dk, want_db = torch.autograd.grad(reference, (x64, k64, b64), upstream.double())
-    results = []
-    for index, config in enumerate(_tuning.DIRECT_CONFIGS):
-        y = _depthwise.forward(x, kernel, bias, *geometry, config=config)
-        dx = _depthwise.input_grad(upstream, kernel, x.shape, *geometry, config=config)
-        results.append(("direct", index, {"forward": _error(y, expected), "input_grad": _error(dx, want_dx)}))
-    for index, config in enumerate(_tuning.WEIGHT_GRAD_CONFIGS):
-        dk, db = _depthwise.weight_grad(x, upstream, kernel.shape, True, *geometry, config=config)
-        results.append(("weight_grad", index, {"kernel_grad": _error(dk, want_dk), "bias_grad": _error(db, want_db)}))
-    for index, config in enumerate(_tuning.FUSED_CONFIGS):
-        y = _depthwise.fused_forward(x, kernel, bias, pointwise, None, *geometry, config=config)
-        results.append(("fused", index, {"forward": _error(y, expected @ pointwise.double())}))
-    return results
-
-
-CHECKS = {"depthwise": _check_depthwise, "separable_fused": _check_separable}
 
 
 def run_correctness(checks, report, device, deadline, launch_configs=False):
@@ -322,6 +300,9 @@ def _record(report, entry, check, tolerance):
     except Exception as error:
         entry.update(error=repr(error), traceback=traceback.format_exc())
     report.add("correctness", entry)
+
+
+# --- timings ----------------------------------------------------------------
 
 
 def _timer(device, warmup, repeats):
@@ -459,6 +440,20 @@ def run_benchmarks(config, report, device, deadline):
             torch.cuda.empty_cache()
 
 
+# --- command line -------------------------------------------------------------
+
+
+def _missing_requirements():
+    """A one-line reason this script cannot run in this process, or None."""
+    backend = os.environ.setdefault("KERAS_BACKEND", "torch")
+    if backend != "torch":
+        return f"runs on Keras' torch backend (Triton cannot load after TensorFlow). Received: KERAS_BACKEND={backend}"
+    missing = [name for name in ("torch", "triton", "keras") if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"needs torch, triton and keras (pip install {' '.join(missing)}). Missing: {', '.join(missing)}"
+    return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     defaults = Config()
@@ -480,6 +475,10 @@ def main(argv=None):
         config = dataclasses.replace(config, batch=2, channels=16, size=6, warmup=1, repeats=2)
     if args.repeats is not None:
         config.repeats = args.repeats
+    reason = _missing_requirements()
+    if reason:
+        print(f"gpucheck: {reason}", file=sys.stderr)
+        return 2
 
     import torch
 
@@ -508,6 +507,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    if not __package__:
-        _import_without_keras()
     sys.exit(main())

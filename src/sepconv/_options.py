@@ -1,0 +1,122 @@
+"""Config dataclasses whose fields carry their own check, help and command-line form.
+
+A field made with `option(...)` holds everything about one setting, so adding a setting
+is one edit: the dataclass validates it in `__post_init__` (`validate`), the command line
+gets a flag with that help and the same check (`sepconv.cli._args.add_options`), and a
+run's record can spell the command that repeats it (`to_flags`).
+
+    epochs: int = option(10, "passes over the training set", check=_validation.positive_int)
+
+`check(value, name)` returns the (normalized) value or raises; `parse(text, name)` turns
+command-line text into the value's type before the check; `nargs="+"` takes several values.
+"""
+
+import dataclasses
+import functools
+
+from sepconv import _validation
+
+
+def option(default=dataclasses.MISSING, help="", *, check=None, parse=None, metavar=None, nargs=None,
+           flag=True, default_factory=dataclasses.MISSING):  # fmt: skip
+    """A dataclass field with its check and command-line form (see the module docstring).
+
+    Args:
+        default: the default value (or `default_factory`).
+        help: one line for `--help`.
+        check: `check(value, name)` -> value; raises TypeError/ValueError.
+        parse: `parse(text, name)` -> value, for the command line (default: the text).
+        metavar: the placeholder `--help` shows.
+        nargs: "+" for a flag taking one or more values (checked one by one).
+        flag: False for a field with no command-line flag; a string to spell it other
+            than `--field-name` (e.g. "--mode" for `modes`).
+    """
+    metadata = dict(help=help, check=check, parse=parse or parse_str, metavar=metavar, nargs=nargs, flag=flag)
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def validate(config):
+    """Runs every field's check on a (frozen or not) dataclass instance, storing normalized values."""
+    for field in dataclasses.fields(config):
+        check = field.metadata.get("check")
+        if check is not None:
+            object.__setattr__(config, field.name, check(getattr(config, field.name), field.name))
+    return config
+
+
+def flag_name(field):
+    """The command-line flag of a field: `batch_size` -> `--batch-size`, unless it names its own."""
+    spelled = field.metadata.get("flag")
+    return spelled if isinstance(spelled, str) else "--" + field.name.replace("_", "-")
+
+
+def flag_fields(config_class):
+    """The fields of `config_class` that have a command-line flag, in declaration order."""
+    return [f for f in dataclasses.fields(config_class) if f.metadata.get("flag")]
+
+
+def to_flags(config, skip=()):
+    """The flags that give `config`'s values on a command line (None values left out)."""
+    flags = []
+    for field in flag_fields(type(config)):
+        value = getattr(config, field.name)
+        if field.name in skip or value is None:
+            continue
+        name = flag_name(field)
+        if isinstance(value, bool):
+            flags.append(name if value else f"--no-{name[2:]}")
+        elif isinstance(value, tuple):
+            flags.append(f"{name} {' '.join(str(v) for v in value)}")
+        else:
+            flags.append(f"{name} {value}")
+    return flags
+
+
+# --- command-line text to values ----------------------------------------------------------
+
+
+def parse_str(text, name):
+    return text
+
+
+def parse_int(text, name):
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer. Received: {name}={text}") from None
+
+
+def parse_float(text, name):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number. Received: {name}={text}") from None
+
+
+def parse_bool(text, name):
+    return text  # boolean flags are --name / --no-name; argparse gives a bool
+
+
+def checks(*steps):
+    """Several checks in a row, each receiving the previous one's value."""
+
+    def run_all(value, name):
+        for step in steps:
+            value = step(value, name)
+        return value
+
+    return run_all
+
+
+def one_of(allowed):
+    """A check: `value` must be in `allowed` (a tuple, or a function returning one)."""
+
+    def check_choice(value, name):
+        return _validation.choice(value, allowed() if callable(allowed) else allowed, name)
+
+    return check_choice
+
+
+def in_range(**interval):
+    """A check: a number in the interval (`low`, `high`, `low_open`, `high_open`)."""
+    return functools.partial(_validation.number, **interval)

@@ -1,0 +1,113 @@
+"""`sepconv bench fit`: a real training epoch next to the step it repeats.
+
+For each model and augmentation setting, on the real data: the training step alone
+(`train_on_batch` on one fixed batch, as `sepconv bench model` times it) and whole
+`fit` epochs through the same data pipeline, callbacks and compile settings as
+`sepconv train` (`sepconv.training`), in one process. Epoch img/s is what `sepconv train`
+reports (images / time from the epoch's start to its last step); the ratio says how
+much of the step's speed a run keeps. Step timings are taken before and after the
+epochs and pooled, so load that drifts shows in their quartiles.
+"""
+
+import dataclasses
+import statistics
+
+from sepconv import _options, _provenance, _validation
+from sepconv._options import option
+from sepconv.bench import _timing
+
+
+def _model_name(name, argument):
+    from sepconv.models import check_model_name
+
+    return check_model_name(name, argument)
+
+
+def _augment_setting(value, name):
+    return _validation.choice(value, ("off", "on"), name)
+
+
+@dataclasses.dataclass
+class FitBenchConfig(_timing.TimingOptions):
+    """What `run` measures: for each model and augmentation setting, steps and epochs."""
+
+    models: tuple = option(("vgg_separable",), "registry model names", check=_validation.each(_model_name),
+                           nargs="+", metavar="MODEL", flag=False)  # fmt: skip
+    augment: tuple = option(("off", "on"), "augmentation settings to time (random crop and flip)",
+                            check=_validation.each(_augment_setting), nargs="+", metavar="off|on")  # fmt: skip
+    train_size: int = option(5120, "training images per epoch (stratified subset)", check=_validation.positive_int,
+                             parse=_options.parse_int, metavar="N")  # fmt: skip
+    epochs: int = option(2, "timed fit epochs (after one untimed warm-up epoch)", check=_validation.positive_int,
+                         parse=_options.parse_int, metavar="N")  # fmt: skip
+    data: str | None = option(None, "CIFAR-10 copy (default: $SEPCONV_DATA, else keras.datasets)",
+                              check=_validation.optional(_validation.string), metavar="PATH")  # fmt: skip
+
+
+def _fit_epochs(model_name, splits, train_config, config, progress):
+    """Steps and epochs of one model under `train_config`; returns the measurements."""
+    from sepconv.training import _loop
+    from sepconv.training._callbacks import DataEpoch, EpochLog
+
+    train = _loop.training_batches(splits, train_config)
+    model = _loop.build_model(
+        model_name, train_config, splits.x_train.shape[1:], len(splits.class_names), len(train)
+    )
+    x, y = train[0]
+
+    def step():
+        return model.train_on_batch(x, y)
+
+    # The warm-up compiles the train function, which `fit` reuses.
+    before = _timing.measure(step, warmup=max(config.warmup, 1), repeats=config.repeats)
+    log = EpochLog(model_name, len(splits.y_train))
+    if progress:
+        progress(f"{model_name}: augment {'on' if train_config.augment else 'off'}, {config.epochs + 1} fit epochs")
+    model.fit(train, epochs=config.epochs + 1, shuffle=False, verbose=0, callbacks=[DataEpoch(train), log])
+    after = _timing.measure(step, warmup=0, repeats=config.repeats)
+    samples = before.samples + after.samples
+    step_time = statistics.median(samples)
+    epochs_img_s = [row["images_per_s"] for row in log.rows[1:]]  # the first epoch warms the pipeline up
+    fit_img_s = statistics.median(epochs_img_s)
+    return {
+        "model": model_name,
+        "augment": train_config.augment,
+        "train_images": len(splits.y_train),
+        "batch_size": train_config.batch_size,
+        "step": _timing.Timing(samples).to_dict(),
+        "step_images_per_s": train_config.batch_size / step_time,
+        "fit_epochs_images_per_s": epochs_img_s,
+        "fit_images_per_s": fit_img_s,
+        "fit_vs_step": fit_img_s / (train_config.batch_size / step_time),
+    }
+
+
+def run(config, progress=None):
+    """Runs the fit benchmark; returns a JSON-ready dict (environment, config, results)."""
+    from sepconv import kernels
+    from sepconv.data import load_cifar10, make_splits
+    from sepconv.training import make_config
+
+    data = load_cifar10(config.data, progress=progress is not None)
+    splits = make_splits(data, train_size=config.train_size, validation="test", seed=config.seed)
+    results = []
+    with kernels.use_depthwise_implementation(config.implementation):
+        for name in config.models:
+            for setting in config.augment:
+                train_config = make_config(
+                    "tutorial", batch_size=config.batch_size, augment=setting == "on", seed=config.seed
+                )
+                results.append(_fit_epochs(name, splits, train_config, config, progress))
+    return {
+        "benchmark": "fit",
+        "environment": _provenance.environment(),
+        "config": dataclasses.asdict(config),
+        "data": {"source": splits.source, "train_images": len(splits.y_train)},
+        "conventions": {
+            "step": "train_on_batch on one fixed batch, median of `repeats` calls before and `repeats` after the "
+            "epochs (pooled)",
+            "fit": "images / (time from the epoch's start to its last step), median over the timed epochs, as "
+            "`sepconv train` reports it; one untimed epoch first",
+            "fit_vs_step": "fit img/s / step img/s",
+        },
+        "results": results,
+    }

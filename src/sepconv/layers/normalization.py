@@ -1,0 +1,38 @@
+"""Batch normalization whose training step is one fused kernel where the backend has one.
+
+A drop-in subclass of `keras.layers.BatchNormalization` (same arguments, config, weights
+and results): in training it asks `sepconv.kernels.batch_norm_training` for the
+normalized tensor and the batch statistics in one fused op (TensorFlow's
+FusedBatchNormV3, torch's batch_norm), then updates the moving statistics exactly as
+Keras does. Keras' own composite (`moments`, then `batch_normalization`) makes about ten
+passes over memory in training on TensorFlow and PyTorch, more than the depthwise and
+pointwise convolutions around it. Inference, masks, renormalization, synchronized
+statistics and JAX (whose compiler fuses the composite) take Keras' path.
+"""
+
+import keras
+
+from sepconv import kernels
+
+
+@keras.saving.register_keras_serializable(package="sepconv")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` with a fused training step (see the module docstring)."""
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or mask is not None or self.renorm or self.synchronized:
+            return super().call(inputs, training=training, mask=mask)
+        compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
+        x = keras.ops.cast(inputs, compute_dtype)
+        gamma = keras.ops.cast(self.gamma, compute_dtype) if self.scale else None
+        beta = keras.ops.cast(self.beta, compute_dtype) if self.center else None
+        fused = kernels.batch_norm_training(x, gamma, beta, self.axis, self.epsilon)
+        if fused is None:
+            return super().call(inputs, training=training, mask=mask)
+        outputs, mean, variance = fused
+        momentum = self.momentum
+        self.moving_mean.assign(keras.ops.cast(self.moving_mean, compute_dtype) * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(
+            keras.ops.cast(self.moving_variance, compute_dtype) * momentum + variance * (1.0 - momentum)
+        )
+        return keras.ops.cast(outputs, self.compute_dtype)
