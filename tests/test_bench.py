@@ -95,6 +95,35 @@ def test_model_bench_runs_and_reports(capsys):
         assert len(record["step"]["samples_ms"]) == 2
 
 
+def test_model_bench_times_each_batch_norm_path(capsys):
+    argv = ["model", "vgg_mobilenet", *TINY, "--mode", "train", "--matmul-size", "16", "--batch-norm", "fused", "keras"]
+    result = _run_json(capsys, *argv)
+    assert [(r["model"], r["batch_norm"]) for r in result["results"]] == [
+        ("vgg_mobilenet (fused BN)", "fused"),
+        ("vgg_mobilenet (keras BN)", "keras"),
+    ]
+    assert result["results"][0]["speedup_vs_first"] == 1.0 and result["results"][1]["images_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_fit_bench_times_epochs_next_to_steps(tmp_path, capsys, monkeypatch):
+    from helpers import image_folder_archive
+
+    monkeypatch.setenv("SEPCONV_CACHE", str(tmp_path / "cache"))
+    archive = image_folder_archive(tmp_path / "tiny.tar.gz", train_per_class=4, test_per_class=1)
+    output = tmp_path / "fit.json"
+    argv = ["fit", "vgg_separable", "--train-size", "12", "--batch-size", "4", "--epochs", "2", "--data", archive]
+    assert main(["bench", *argv, "--output", str(output)]) == 0
+    assert "fit / step" in capsys.readouterr().out
+    result = json.loads(output.read_text())
+    assert result["benchmark"] == "fit" and result["data"]["train_images"] == 12
+    assert [r["augment"] for r in result["results"]] == [False, True]
+    for record in result["results"]:
+        assert len(record["fit_epochs_images_per_s"]) == 2 and len(record["step_blocks_images_per_s"]) == 3
+        assert len(record["step"]["samples_ms"]) == 2 * 3  # two blocks of an epoch's three steps
+        assert record["fit_vs_step"] > 0 and record["step_images_per_s"] > 0
+
+
 def test_model_bench_defaults_to_keras_baselines_then_sepconv(capsys):
     result = _run_json(capsys, "model", *TINY, "--mode", "train", "--matmul-size", "16")
     assert [r["model"] for r in result["results"]] == ["vgg_keras", "vgg_keras_separable", "vgg", "vgg_separable"]

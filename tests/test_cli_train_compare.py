@@ -1,35 +1,14 @@
 """`sepconv train` and `sepconv compare`: flags, errors, an end-to-end run and resume."""
 
-import io
 import json
 import os
-import tarfile
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import sepconv.training
+from helpers import image_folder_archive
 from sepconv.cli import main
-
-CLASSES = ("cat", "dog", "frog")
-
-
-def image_folder_archive(path, train_per_class=6, test_per_class=3):
-    """A tiny CIFAR-10-like copy `{train,test}/<class>/<n>.png` as .tar.gz."""
-    rng = np.random.default_rng(0)
-    with tarfile.open(path, "w:gz") as archive:
-        for split, count in (("train", train_per_class), ("test", test_per_class)):
-            for label, name in enumerate(CLASSES):
-                for k in range(count):
-                    pixels = rng.integers(0, 150, size=(32, 32, 3), dtype=np.uint8)
-                    pixels[..., label] += 100
-                    buffer = io.BytesIO()
-                    Image.fromarray(pixels).save(buffer, format="PNG")
-                    info = tarfile.TarInfo(f"{split}/{name}/{k:03d}.png")
-                    info.size = buffer.tell()
-                    archive.addfile(info, io.BytesIO(buffer.getvalue()))
-    return str(path)
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
 """`sepconv bench fit`: a real training epoch next to the step it repeats.
 
-For each model and augmentation setting, on the real data: the training step alone
-(`train_on_batch` on one fixed batch, as `sepconv bench model` times it) and whole
-`fit` epochs through the same data pipeline, callbacks and compile settings as
-`sepconv train` (`sepconv.training`), in one process. Epoch img/s is what `sepconv train`
-reports (images / time from the epoch's start to its last step); the ratio says how
-much of the step's speed a run keeps. Step timings are taken before and after the
-epochs and pooled, so load that drifts shows in their quartiles.
+For each model and augmentation setting, on the real data: whole `fit` epochs through
+the same data pipeline, callbacks and compile settings as `sepconv train`
+(`sepconv.training`), alternating with blocks of as many training steps alone
+(`train_on_batch` on one fixed batch, as `sepconv bench model` times it). Epoch img/s is
+what `sepconv train` reports (images / time from the epoch's start to its last step);
+`fit_vs_step` is the median over epochs of epoch img/s / the mean img/s of the step
+blocks before and after it: how much of the step's speed a run keeps.
 """
 
 import dataclasses
@@ -44,7 +44,12 @@ class FitBenchConfig(_timing.TimingOptions):
 
 
 def _fit_epochs(model_name, splits, train_config, config, progress):
-    """Steps and epochs of one model under `train_config`; returns the measurements."""
+    """Steps and epochs of one model under `train_config`, alternating; returns the measurements.
+
+    Each timed epoch sits between two blocks of as many `train_on_batch` steps as an
+    epoch has, so an epoch and the steps it is compared with share the machine's state
+    (speed drifts by 10% or more over a minute on a shared machine).
+    """
     from sepconv.training import _loop
     from sepconv.training._callbacks import DataEpoch, EpochLog
 
@@ -53,31 +58,40 @@ def _fit_epochs(model_name, splits, train_config, config, progress):
         model_name, train_config, splits.x_train.shape[1:], len(splits.class_names), len(train)
     )
     x, y = train[0]
+    steps = len(train) - (len(splits.y_train) % train_config.batch_size != 0)  # full batches only
 
-    def step():
-        return model.train_on_batch(x, y)
+    def step_block():
+        timing = _timing.measure(lambda: model.train_on_batch(x, y), warmup=0, repeats=steps)
+        return timing, train_config.batch_size * steps / sum(timing.samples)
 
-    # The warm-up compiles the train function, which `fit` reuses.
-    before = _timing.measure(step, warmup=max(config.warmup, 1), repeats=config.repeats)
     log = EpochLog(model_name, len(splits.y_train))
+    callbacks = [DataEpoch(train), log]
     if progress:
         progress(f"{model_name}: augment {'on' if train_config.augment else 'off'}, {config.epochs + 1} fit epochs")
-    model.fit(train, epochs=config.epochs + 1, shuffle=False, verbose=0, callbacks=[DataEpoch(train), log])
-    after = _timing.measure(step, warmup=0, repeats=config.repeats)
-    samples = before.samples + after.samples
+    # The first epoch compiles the train function (`train_on_batch` reuses it) and warms the pipeline up.
+    model.fit(train, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
+    _, block_img_s = step_block()
+    blocks, samples, ratios = [block_img_s], [], []
+    for epoch in range(1, config.epochs + 1):
+        model.fit(train, initial_epoch=epoch, epochs=epoch + 1, shuffle=False, verbose=0, callbacks=callbacks)
+        timing, block_img_s = step_block()
+        samples += list(timing.samples)
+        ratios.append(log.rows[-1]["images_per_s"] / ((blocks[-1] + block_img_s) / 2))
+        blocks.append(block_img_s)
     step_time = statistics.median(samples)
-    epochs_img_s = [row["images_per_s"] for row in log.rows[1:]]  # the first epoch warms the pipeline up
-    fit_img_s = statistics.median(epochs_img_s)
+    epochs_img_s = [row["images_per_s"] for row in log.rows[1:]]
     return {
         "model": model_name,
         "augment": train_config.augment,
         "train_images": len(splits.y_train),
         "batch_size": train_config.batch_size,
-        "step": _timing.Timing(samples).to_dict(),
+        "step": _timing.Timing(tuple(samples)).to_dict(),
         "step_images_per_s": train_config.batch_size / step_time,
+        "step_blocks_images_per_s": blocks,
         "fit_epochs_images_per_s": epochs_img_s,
-        "fit_images_per_s": fit_img_s,
-        "fit_vs_step": fit_img_s / (train_config.batch_size / step_time),
+        "fit_images_per_s": statistics.median(epochs_img_s),
+        "fit_vs_step_per_epoch": ratios,
+        "fit_vs_step": statistics.median(ratios),
     }
 
 
@@ -103,11 +117,10 @@ def run(config, progress=None):
         "config": dataclasses.asdict(config),
         "data": {"source": splits.source, "train_images": len(splits.y_train)},
         "conventions": {
-            "step": "train_on_batch on one fixed batch, median of `repeats` calls before and `repeats` after the "
-            "epochs (pooled)",
+            "step": "train_on_batch on one fixed batch, in blocks of one epoch's full batches between the epochs",
             "fit": "images / (time from the epoch's start to its last step), median over the timed epochs, as "
             "`sepconv train` reports it; one untimed epoch first",
-            "fit_vs_step": "fit img/s / step img/s",
+            "fit_vs_step": "median over epochs of epoch img/s / mean img/s of the step blocks around the epoch",
         },
         "results": results,
     }

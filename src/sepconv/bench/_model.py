@@ -49,6 +49,10 @@ class ModelBenchConfig(_timing.TimingOptions):
     optimizer: str = option("adam", "Keras optimizer name", check=_validation.string, metavar="NAME")
     warmup: int = option(2, "untimed calls first; at least 1, the first call compiles", check=_first_call_compiles,
                          parse=_options.parse_int, metavar="N")  # fmt: skip
+    batch_norm: tuple = option(("fused",), "BatchNormalization training paths to time each model with: fused "
+                               "(sepconv's), keras (Keras' composite)",
+                               check=_validation.each(one_of(kernels.BATCH_NORM_IMPLEMENTATIONS)), nargs="+",
+                               metavar="PATH")  # fmt: skip
 
 
 def _batch(model, batch_size, rng):
@@ -58,24 +62,32 @@ def _batch(model, batch_size, rng):
     return x, y
 
 
-def _prepare(name, config, rng):
+def _label(name, batch_norm, config):
+    return name if len(config.batch_norm) == 1 else f"{name} ({batch_norm} BN)"
+
+
+def _prepare(name, batch_norm, config, rng):
     model = models.create_model(name)
     model.compile(optimizer=config.optimizer, loss="sparse_categorical_crossentropy")
     x, y = _batch(model, config.batch_size, rng)
     profile = analysis.profile_model(model, batch_size=1)
-    with kernels.record_depthwise_calls() as calls:
+    with kernels.record_depthwise_calls() as calls, kernels.use_batch_norm_implementation(batch_norm):
         for _ in range(config.warmup):
             if "train" in config.modes:
                 model.train_on_batch(x, y)
             if "inference" in config.modes:
                 model.predict_on_batch(x)
     used = sorted({call["implementation"] for call in calls})
-    functions = {
-        "train": lambda: model.train_on_batch(x, y),
-        "inference": lambda: model.predict_on_batch(x),
-    }
+
+    def train():
+        # PyTorch runs eagerly: the setting must hold during every timed call, not only the first.
+        with kernels.use_batch_norm_implementation(batch_norm):
+            return model.train_on_batch(x, y)
+
+    functions = {"train": train, "inference": lambda: model.predict_on_batch(x)}
     info = {
-        "model": name,
+        "model": _label(name, batch_norm, config),
+        "batch_norm": batch_norm,
         "params": model.count_params(),
         "macs_per_image": profile.macs,
         "not_counted": list(profile.not_counted),
@@ -98,7 +110,7 @@ def _record(info, mode, timing, timings, peak, config):
         "step": timing.to_dict(),
         "images_per_s": images_per_s,
         "images_per_s_q1_q3": [config.batch_size / t for t in reversed(timing.quartiles)],
-        "speedup_vs_first": timings[config.models[0]].median / timing.median,
+        "speedup_vs_first": timings[_label(config.models[0], config.batch_norm[0], config)].median / timing.median,
         "flops_per_image": flops,
         "gflops_per_s": achieved / 1e9 if achieved else None,
         "fraction_of_matmul_peak": achieved / (peak["gflops_per_s"] * 1e9) if achieved else None,
@@ -115,9 +127,11 @@ def run(config, progress=None):
             before = _machine.peak_matmul(config.matmul_size, "float32", 2, config.repeats)
             prepared = {}
             for name in config.models:
-                if progress:
-                    progress(f"compiling {name}")
-                prepared[name] = _prepare(name, config, rng)
+                for batch_norm in config.batch_norm:
+                    label = _label(name, batch_norm, config)
+                    if progress:
+                        progress(f"compiling {label}")
+                    prepared[label] = _prepare(name, batch_norm, config, rng)
             timings = {}
             for mode in config.modes:
                 if progress:
@@ -142,7 +156,8 @@ def run(config, progress=None):
             "macs": analysis.MAC_CONVENTION,
             "train_flops": "3 x forward FLOPs per image (forward, input gradients, weight gradients)",
             "timings": "median and quartiles of `repeats` calls after `warmup` calls, models alternating",
-            "speedup_vs_first": f"step time of {config.models[0]} / step time of the model",
+            "speedup_vs_first": f"step time of {_label(config.models[0], config.batch_norm[0], config)} / step "
+            "time of the model",
         },
         "results": results,
     }

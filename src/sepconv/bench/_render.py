@@ -80,7 +80,7 @@ def layer_table(result):
 
 def model_table(result):
     config = result["config"]
-    first = config["models"][0]
+    first = result["results"][0]["model"]
     table = Table(
         title=f"sepconv bench model: batch {config['batch_size']}, {config['dtype_policy']}, "
         f"optimizer {config['optimizer']}, implementation {config['implementation']}",
@@ -114,8 +114,9 @@ def fit_table(result):
         title=f"sepconv bench fit: batch {config['batch_size']}, {result['data']['train_images']:,} training images, "
         f"implementation {config['implementation']}",
         caption=escape(
-            "step: train_on_batch on one batch, median [quartiles]. fit: img/s of whole epochs as sepconv train "
-            "reports them (median of the timed epochs)."
+            "step: train_on_batch on one batch, median [quartiles], in blocks of one epoch between the epochs. "
+            "fit: img/s of whole epochs as sepconv train reports them. fit / step: median over epochs of each "
+            "epoch against the step blocks around it."
         ),
     )
     for column in ("model", "augment", "step ms", "step img/s", "fit img/s (epochs)", "fit / step"):
@@ -198,7 +199,7 @@ def _flops_ratio(base, flops):
 
 def model_summary(result):
     """One line per model and mode: speed and FLOP ratios to the first model."""
-    first = result["config"]["models"][0]
+    first = result["results"][0]["model"]
     by_mode = {}
     for r in result["results"]:
         by_mode.setdefault(r["mode"], {})[r["model"]] = r

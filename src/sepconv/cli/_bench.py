@@ -19,6 +19,8 @@ from sepconv.cli import _args
 
 # `tune` times implementations on a model's own calls: no implementation to force, no peak.
 _TUNE_SKIP = ("implementation", "matmul_size", "seed")
+# `fit` times steps in blocks of one epoch's length, after a whole warm-up epoch.
+_FIT_SKIP = ("matmul_size", "repeats", "warmup")
 
 
 def _outputs(parser):
@@ -52,7 +54,7 @@ def add_parser(subparsers):
     fit = commands.add_parser("fit", help="a real training epoch (data pipeline included) next to its step")
     default_models = " ".join(_fit.FitBenchConfig.models)
     fit.add_argument("models", nargs="*", metavar="MODEL", help=f"registry model names (default: {default_models})")
-    _args.add_options(fit, _fit.FitBenchConfig, skip=("matmul_size",))
+    _args.add_options(fit, _fit.FitBenchConfig, skip=_FIT_SKIP)
     _outputs(fit)
     fit.set_defaults(func=run_fit)
 
@@ -98,7 +100,7 @@ def run_model(args):
 
 
 def run_fit(args):
-    options = _args.options_from_args(args, _fit.FitBenchConfig, skip=("matmul_size",))
+    options = _args.options_from_args(args, _fit.FitBenchConfig, skip=_FIT_SKIP)
     if args.models:
         options["models"] = tuple(args.models)
     result = _fit.run(_fit.FitBenchConfig(**options), progress=None if args.json else _progress)

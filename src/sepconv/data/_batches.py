@@ -100,7 +100,9 @@ class Batches(keras.utils.PyDataset):
         images = self.x[rows]
         if self.augment:
             images = random_crop_flip(images, np.random.default_rng((self.seed, self.epoch, index)))
-        images = images.astype(np.float32) * self._scale + self._shift
+        # Two passes over the float batch (scale while converting, then shift in place).
+        images = np.multiply(images, self._scale, dtype=np.float32)
+        images += self._shift
         if self.data_format == "channels_first":
             images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
         return images, self.y[rows]
@@ -129,10 +131,18 @@ def random_crop_flip(images, rng):
 
 
 def crop_flip(images, rows, cols, flips):
-    """Crops image `i` at `(rows[i], cols[i])` of its zero-padded copy, then flips it if `flips[i]`."""
+    """Crops image `i` at `(rows[i], cols[i])` of its zero-padded copy, then flips it if `flips[i]`.
+
+    Copies each image's visible window straight into a zeroed batch (flipped images
+    through a column-reversed view) instead of padding the batch and gathering pixel by
+    pixel: the same result at a fraction of the memory traffic.
+    """
     n, height, width, _ = images.shape
-    padded = np.pad(images, ((0, 0), (_PAD, _PAD), (_PAD, _PAD), (0, 0)))
-    r = rows[:, None] + np.arange(height)
-    c = cols[:, None] + np.arange(width)
-    c = np.where(flips[:, None], c[:, ::-1], c)
-    return padded[np.arange(n)[:, None, None], r[:, :, None], c[:, None, :]]
+    out = np.zeros_like(images)
+    for i in range(n):
+        dr, dc = int(rows[i]) - _PAD, int(cols[i]) - _PAD  # source offset of output pixel (0, 0)
+        target = out[i, :, ::-1] if flips[i] else out[i]
+        target[max(0, -dr) : height - max(0, dr), max(0, -dc) : width - max(0, dc)] = images[
+            i, max(0, dr) : height + min(0, dr), max(0, dc) : width + min(0, dc)
+        ]
+    return out

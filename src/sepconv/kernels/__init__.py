@@ -10,26 +10,31 @@ from sepconv.kernels._autotune import cache_path as autotune_cache_path
 from sepconv.kernels._autotune import device_name
 from sepconv.kernels._autotune import record_calls as record_depthwise_calls
 from sepconv.kernels._dispatch import (
+    BATCH_NORM_IMPLEMENTATIONS,
     available_implementations,
     batch_norm_training,
     depthwise_conv,
+    get_batch_norm_implementation,
     get_depthwise_implementation,
     implementation,
     max_pool,
     pointwise_conv,
     resolve,
     set_depthwise_implementation,
+    use_batch_norm_implementation,
     use_depthwise_implementation,
 )
 from sepconv.kernels._portable import add_bias, output_length
 
 __all__ = [
+    "BATCH_NORM_IMPLEMENTATIONS",
     "add_bias",
     "autotune_cache_path",
     "available_implementations",
     "batch_norm_training",
     "depthwise_conv",
     "device_name",
+    "get_batch_norm_implementation",
     "get_depthwise_implementation",
     "implementation",
     "max_pool",
@@ -38,5 +43,6 @@ __all__ = [
     "record_depthwise_calls",
     "resolve",
     "set_depthwise_implementation",
+    "use_batch_norm_implementation",
     "use_depthwise_implementation",
 ]

@@ -317,13 +317,44 @@ def max_pool(x, pool_size, strides=None, padding="valid", data_format=None):
     return keras.ops.max_pool(x, pool_size, strides=strides, padding=padding, data_format=data_format)
 
 
+BATCH_NORM_IMPLEMENTATIONS = ("fused", "keras")
+_batch_norm_setting = None  # None: read SEPCONV_BATCH_NORM, default "fused"
+
+
+def get_batch_norm_implementation():
+    """"fused" (the default) or "keras": `use_batch_norm_implementation` or `SEPCONV_BATCH_NORM`."""
+    if _batch_norm_setting is not None:
+        return _batch_norm_setting
+    value = os.environ.get("SEPCONV_BATCH_NORM", "fused")
+    return _validation.choice(value, BATCH_NORM_IMPLEMENTATIONS, "SEPCONV_BATCH_NORM")
+
+
+@contextlib.contextmanager
+def use_batch_norm_implementation(name):
+    """Within the block, `sepconv.layers.BatchNormalization` trains with `name`'s path.
+
+    "keras" is Keras' own composite, for comparisons (`sepconv bench model --batch-norm`).
+    Traced backends (TensorFlow, JAX) read it when a model's step is first traced.
+    """
+    global _batch_norm_setting
+    previous = _batch_norm_setting
+    _batch_norm_setting = _validation.choice(name, BATCH_NORM_IMPLEMENTATIONS, "name")
+    try:
+        yield
+    finally:
+        _batch_norm_setting = previous
+
+
 def batch_norm_training(x, gamma, beta, axis, epsilon):
     """`(normalized x, batch mean, batch variance)` in one fused op, or None without one.
 
     The variance is the biased one, as `keras.ops.moments` computes it; `gamma`/`beta`
     may be None. None means: compute it as Keras does (`keras.ops.moments`, then
-    `keras.ops.batch_normalization`), which is what JAX wants (XLA fuses those).
+    `keras.ops.batch_normalization`), which is what JAX wants (XLA fuses those), and
+    what the "keras" setting of `use_batch_norm_implementation` asks for.
     """
+    if get_batch_norm_implementation() == "keras":
+        return None
     backend = keras.backend.backend()
     if backend == "tensorflow":
         from sepconv.kernels import _tensorflow
@@ -333,4 +364,4 @@ def batch_norm_training(x, gamma, beta, axis, epsilon):
         from sepconv.kernels import _torch
 
         return _torch.batch_norm_training(x, gamma, beta, axis, epsilon)
-    return None
+    return None  # JAX: a hand-written two-pass gradient measured no faster than XLA's fusion of Keras' ops

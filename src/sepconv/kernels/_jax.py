@@ -70,3 +70,4 @@ def depthwise_shifted(x, kernel, strides, padding, data_format, dilation_rate):
     """`_portable.depthwise_shifted` with the custom gradient above."""
     x, kernel = ops.convert_to_tensor(x), ops.convert_to_tensor(kernel)
     return _shifted(x, kernel, tuple(strides), padding, data_format, tuple(dilation_rate))
+
