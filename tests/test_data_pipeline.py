@@ -334,3 +334,23 @@ def test_fit_with_the_same_data_seed_trains_identically():
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
     assert not all(np.array_equal(a, c) for a, c in zip(first, other))
+
+
+@pytest.mark.parametrize("augment", [False, True])
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_tf_dataset_gives_the_same_batches(augment, data_format):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the native tf.data pipeline is TensorFlow's")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(70, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, size=70)
+    batches = Batches(x, y, batch_size=32, augment=augment, seed=3, data_format=data_format)
+    dataset = batches.tf_dataset()
+    for _ in range(2):  # each pass reads the epoch the Batches is at, as fit does
+        got = list(dataset)
+        assert len(got) == len(batches) == 3
+        for index, (images, labels) in enumerate(got):
+            expected_images, expected_labels = batches[index]
+            np.testing.assert_array_equal(images.numpy(), expected_images)
+            np.testing.assert_array_equal(labels.numpy(), expected_labels)
+        batches.on_epoch_end()

@@ -93,21 +93,6 @@ def parse_float(text, name):
         raise ValueError(f"{name} must be a number. Received: {name}={text}") from None
 
 
-def parse_bool(text, name):
-    return text  # boolean flags are --name / --no-name; argparse gives a bool
-
-
-def checks(*steps):
-    """Several checks in a row, each receiving the previous one's value."""
-
-    def run_all(value, name):
-        for step in steps:
-            value = step(value, name)
-        return value
-
-    return run_all
-
-
 def one_of(allowed):
     """A check: `value` must be in `allowed` (a tuple, or a function returning one)."""
 

@@ -69,11 +69,12 @@ def _fit_epochs(model_name, splits, train_config, config, progress):
     if progress:
         progress(f"{model_name}: augment {'on' if train_config.augment else 'off'}, {config.epochs + 1} fit epochs")
     # The first epoch compiles the train function (`train_on_batch` reuses it) and warms the pipeline up.
-    model.fit(train, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
+    data = _loop.fit_input(train)
+    model.fit(data, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
     _, block_img_s = step_block()
     blocks, samples, ratios = [block_img_s], [], []
     for epoch in range(1, config.epochs + 1):
-        model.fit(train, initial_epoch=epoch, epochs=epoch + 1, shuffle=False, verbose=0, callbacks=callbacks)
+        model.fit(data, initial_epoch=epoch, epochs=epoch + 1, shuffle=False, verbose=0, callbacks=callbacks)
         timing, block_img_s = step_block()
         samples += list(timing.samples)
         ratios.append(log.rows[-1]["images_per_s"] / ((blocks[-1] + block_img_s) / 2))

@@ -96,16 +96,68 @@ class Batches(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"batch index out of range [0, {len(self)}). Received: index={index}")
-        rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        rows, crops = self._plan(index)
         images = self.x[rows]
-        if self.augment:
-            images = random_crop_flip(images, np.random.default_rng((self.seed, self.epoch, index)))
+        if crops is not None:
+            images = crop_flip(images, *crops)
         # Two passes over the float batch (scale while converting, then shift in place).
         images = np.multiply(images, self._scale, dtype=np.float32)
         images += self._shift
         if self.data_format == "channels_first":
             images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
         return images, self.y[rows]
+
+    def _plan(self, index):
+        """Rows of batch `index` and its crop offsets and flips (None without augmentation)."""
+        rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        if not self.augment:
+            return rows, None
+        return rows, crop_flip_draws(len(rows), np.random.default_rng((self.seed, self.epoch, index)))
+
+    def tf_dataset(self):
+        """The same batches as a `tf.data.Dataset` whose pixel work runs in TensorFlow ops.
+
+        Python only draws each batch's rows and crops (a few hundred integers); gathering,
+        cropping, flipping and normalizing run as TensorFlow ops on the whole image array
+        held in memory, outside Python's GIL, prefetched one batch ahead. Each pass reads
+        the epoch counter when it starts, as `fit` does with the `PyDataset` itself, so the
+        batches equal `self[i]` of the same epoch (tested).
+        """
+        import tensorflow as tf
+
+        images = tf.constant(self.x)
+        labels = tf.constant(self.y)
+        scale = tf.constant(np.broadcast_to(self._scale, (self.x.shape[-1],)), tf.float32)
+        shift = tf.constant(np.broadcast_to(self._shift, (self.x.shape[-1],)), tf.float32)
+        height, width = self.x.shape[1:3]
+
+        def plans():
+            for index in range(len(self)):
+                rows, crops = self._plan(index)
+                if crops is None:
+                    crops = (np.zeros(len(rows), np.int64),) * 2 + (np.zeros(len(rows), bool),)
+                yield (rows.astype(np.int64), *(np.asarray(c) for c in crops))
+
+        def batch(rows, crop_rows, crop_cols, flips):
+            x = tf.gather(images, rows)
+            if self.augment:
+                x = tf.pad(x, [[0, 0], [_PAD, _PAD], [_PAD, _PAD], [0, 0]])
+                x = tf.gather(x, crop_rows[:, None] + tf.range(height, dtype=tf.int64), axis=1, batch_dims=1)
+                cols = crop_cols[:, None] + tf.range(width, dtype=tf.int64)
+                cols = tf.where(flips[:, None], tf.reverse(cols, axis=[1]), cols)
+                x = tf.gather(x, cols, axis=2, batch_dims=1)
+            x = tf.cast(x, tf.float32) * scale + shift
+            if self.data_format == "channels_first":
+                x = tf.transpose(x, (0, 3, 1, 2))
+            return x, tf.gather(labels, rows)
+
+        vector = tf.TensorSpec((None,), tf.int64)
+        signature = (vector, vector, vector, tf.TensorSpec((None,), tf.bool))
+        dataset = tf.data.Dataset.from_generator(plans, output_signature=signature)
+        # A known length: Keras stops at the last batch instead of calling one step past it
+        # (which would still advance the optimizer's step count and its schedule).
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
+        return dataset.map(batch).prefetch(1)
 
     def on_epoch_end(self):
         self.epoch += 1
@@ -118,16 +170,16 @@ class Batches(keras.utils.PyDataset):
 
 
 def random_crop_flip(images, rng):
-    """Random 4-pixel-padded crops and horizontal flips of uint8 NHWC `images`.
+    """Random 4-pixel-padded crops and horizontal flips of uint8 NHWC `images`."""
+    return crop_flip(images, *crop_flip_draws(len(images), rng))
 
-    Draws, in this order, row offsets, column offsets (each uniform in 0..8) and flips
-    (probability 1/2), one per image, then applies `crop_flip`.
-    """
-    n = len(images)
+
+def crop_flip_draws(n, rng):
+    """Row offsets, column offsets (each uniform in 0..8) and flips (probability 1/2), drawn in that order."""
     rows = rng.integers(0, 2 * _PAD + 1, size=n)
     cols = rng.integers(0, 2 * _PAD + 1, size=n)
     flips = rng.random(n) < 0.5
-    return crop_flip(images, rows, cols, flips)
+    return rows, cols, flips
 
 
 def crop_flip(images, rows, cols, flips):
