@@ -153,6 +153,7 @@ def test_tune_fills_the_cache_that_auto_reads(tmp_path, monkeypatch, capsys):
         (["layer", "--shapes", "32x32"], r"shape must be HxWxC or HxWxC:FILTERS, .* Received: shape='32x32'"),
         (["layer", "--repeats", "0"], "--repeats must be positive. Received: --repeats=0"),
         (["layer", "--warmup", "-1"], "--warmup must be non-negative. Received: --warmup=-1"),
+        (["fit", "--train-size", "64"], r"train_size must be at least batch_size .* Received: train_size=64, batch_size=128"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(argv, message, capsys):

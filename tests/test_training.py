@@ -120,6 +120,8 @@ def test_stratified_subset_balances_classes():
     assert np.array_equal(keep, stratified_subset(y, 30, seed=1))
     assert not np.array_equal(keep, stratified_subset(y, 30, seed=2))
     assert np.bincount(y[stratified_subset(y, 90, seed=0)]).tolist() == [40, 30, 12, 8]  # small classes run out
+    small_first = np.repeat(np.arange(3), [2, 10, 10])
+    assert np.bincount(small_first[stratified_subset(small_first, 8, seed=0)]).tolist() == [2, 3, 3]
 
 
 class _LoggedBatches(Batches):

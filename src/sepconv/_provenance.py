@@ -1,7 +1,8 @@
 """Where a result came from: one record, one schema, for every file sepconv writes.
 
-Training runs (`config.json`), benchmarks, the autotune cache, conversion reports and the
-GPU check all store `environment()`::
+Training runs (`config.json`), `sepconv bench layer | model | fit`, conversion reports and
+the GPU check all store `environment()`; the autotune cache keys its entries by `device()`
+and `cpu_name()`::
 
     time           start time, ISO 8601 with the UTC offset
     backend        the Keras backend ("tensorflow", "jax", "torch"; None without Keras)

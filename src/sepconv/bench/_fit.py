@@ -17,6 +17,10 @@ from sepconv._options import option
 from sepconv.bench import _timing
 
 
+# Timing options `fit` does not use: steps are timed in blocks of one epoch, after a warm-up epoch.
+_UNUSED = ("warmup", "repeats", "matmul_size")
+
+
 def _model_name(name, argument):
     from sepconv.models import check_model_name
 
@@ -41,6 +45,14 @@ class FitBenchConfig(_timing.TimingOptions):
                          parse=_options.parse_int, metavar="N")  # fmt: skip
     data: str | None = option(None, "CIFAR-10 copy (default: $SEPCONV_DATA, else keras.datasets)",
                               check=_validation.optional(_validation.string), metavar="PATH")  # fmt: skip
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.train_size < self.batch_size:
+            raise ValueError(
+                "train_size must be at least batch_size (an epoch of full batches). "
+                f"Received: train_size={self.train_size}, batch_size={self.batch_size}"
+            )
 
 
 def _fit_epochs(model_name, splits, train_config, config, progress):
@@ -115,7 +127,7 @@ def run(config, progress=None):
     return {
         "benchmark": "fit",
         "environment": _provenance.environment(),
-        "config": dataclasses.asdict(config),
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in _UNUSED},
         "data": {"source": splits.source, "train_images": len(splits.y_train)},
         "conventions": {
             "step": "train_on_batch on one fixed batch, in blocks of one epoch's full batches between the epochs",

@@ -20,7 +20,7 @@ from sepconv.cli import _args
 # `tune` times implementations on a model's own calls: no implementation to force, no peak.
 _TUNE_SKIP = ("implementation", "matmul_size", "seed")
 # `fit` times steps in blocks of one epoch's length, after a whole warm-up epoch.
-_FIT_SKIP = ("matmul_size", "repeats", "warmup")
+_FIT_SKIP = _fit._UNUSED
 
 
 def _outputs(parser):

@@ -8,8 +8,6 @@ bias), with the formulas of Howard et al. 2017, arXiv:1704.04861, Sec. 3.1
 biases are parameters, not MACs.
 """
 
-import json
-
 from rich.table import Table
 
 from sepconv import _options, _validation

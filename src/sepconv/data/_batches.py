@@ -119,9 +119,9 @@ class Batches(keras.utils.PyDataset):
 
         Python only draws each batch's rows and crops (a few hundred integers); gathering,
         cropping, flipping and normalizing run as TensorFlow ops on the whole image array
-        held in memory, outside Python's GIL, prefetched one batch ahead. Each pass reads
-        the epoch counter when it starts, as `fit` does with the `PyDataset` itself, so the
-        batches equal `self[i]` of the same epoch (tested).
+        held in memory, outside Python's GIL, prefetched one batch ahead. Each batch is
+        planned from the epoch counter and order current when it is drawn, as `self[i]` is,
+        so a pass started after `on_epoch_end` gives that epoch's batches (tested).
         """
         import tensorflow as tf
 

@@ -168,10 +168,14 @@ def _validation_count(validation, total):
 def _allocate(total, available):
     """Splits `total` over classes as evenly as `available` allows; ties go to low labels."""
     quota = np.zeros_like(available)
-    while quota.sum() < total:
+    remaining = total
+    while remaining > 0:
         open_classes = np.flatnonzero(quota < available)
-        share, extra = divmod(total - quota.sum(), len(open_classes))
-        add = np.full(len(open_classes), share)
-        add[:extra] += 1
-        quota[open_classes] += np.minimum(add, available[open_classes] - quota[open_classes])
+        share = remaining // len(open_classes)
+        if share == 0:  # fewer left than open classes: one more each, lowest labels first
+            quota[open_classes[:remaining]] += 1
+            break
+        add = np.minimum(share, available[open_classes] - quota[open_classes])
+        quota[open_classes] += add
+        remaining -= int(add.sum())
     return quota

@@ -183,11 +183,13 @@ def batch_norm_training(x, gamma, beta, axis, epsilon):
         return None
     view = x.permute(0, 3, 1, 2) if axis == 3 else x
     channels = view.shape[1]
+    count = x.numel() // channels
+    if count <= 1:  # torch refuses one value per channel; Keras' composite returns beta
+        return None
     # Fresh running buffers with momentum 1 receive exactly this batch's mean and
     # (Bessel-corrected) variance: the statistics without a second pass.
     mean = torch.zeros(channels, dtype=x.dtype, device=x.device)
     variance = torch.ones(channels, dtype=x.dtype, device=x.device)
     y = F.batch_norm(view, mean, variance, gamma, beta, training=True, momentum=1.0, eps=epsilon)
-    count = x.numel() // channels
     variance = variance * ((count - 1) / max(count, 1))
     return (y.permute(0, 2, 3, 1) if axis == 3 else y), mean, variance
