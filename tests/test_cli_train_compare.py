@@ -49,12 +49,13 @@ def test_compare_end_to_end_then_resume_a_finished_run(tmp_path, archive, capsys
         (["train"], "MODEL is required unless --resume DIR is given. Received: MODEL=None"),
         (
             ["train", "vggg"],
-            "Unknown model. Known models: dsc_resnet, mobilenet_v1, vgg, vgg_keras, vgg_keras_separable, "
-            "vgg_mobilenet, vgg_separable, vgg_tutorial. Did you mean vgg? Received: model='vggg'",
+            "Unknown model. Known models: dsc_resnet, dsc_resnet10, mobilenet_v1, mobilenet_v2, resnet10, vgg, "
+            "vgg_keras, vgg_keras_separable, vgg_mobilenet, vgg_separable, vgg_tutorial. Did you mean vgg? "
+            "Received: model='vggg'",
         ),
         (["compare", "--epochs", "0"], "--epochs must be positive. Received: --epochs=0"),
         (["compare", "--batch-size", "big"], "--batch-size must be an integer. Received: --batch-size=big"),
-        (["compare", "--recipe", "strnog"], "--recipe must be one of 'tutorial', 'strong'. Did you mean 'strong'? Received: --recipe='strnog'"),
+        (["compare", "--recipe", "strnog"], "--recipe must be one of 'tutorial', 'strong', 'fast'. Did you mean 'strong'? Received: --recipe='strnog'"),
         (["compare", "--preset", "fast"], "--preset must be one of 'quick'. Received: --preset='fast'"),
         (["compare", "--validation", "1.5"], "--validation must be a number in (0, 1). Received: --validation=1.5"),
         (["compare", "--validation", "val"], "--validation must be 'test' or a fraction in (0, 1). Received: --validation=val"),

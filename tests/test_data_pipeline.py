@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sepconv.data import CIFAR10_MEAN, CIFAR10_STD, Batches, Cifar10, make_splits
-from sepconv.data._batches import crop_flip
+from sepconv.data._batches import crop_flip, cut_out
 
 
 def _tagged_images(n, seed=0):
@@ -232,6 +232,34 @@ def test_crop_flip_matches_a_plain_loop():
     np.testing.assert_array_equal(crop_flip(images, rows, cols, flips), np.stack(expected))
 
 
+def test_cut_out_matches_a_plain_loop():
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(5, 10, 12, 3)).astype(np.float32)
+    rows, cols = np.array([0, 9, 4, 5, 2]), np.array([0, 11, 6, 1, 10])
+    expected = images.copy()
+    for i in range(5):
+        for r in range(10):
+            for c in range(12):
+                if rows[i] - 2 <= r < rows[i] + 2 and cols[i] - 2 <= c < cols[i] + 2:  # side 4, from centre - 2
+                    expected[i, r, c] = 0.0
+    cut_out(images, rows, cols, 4)
+    np.testing.assert_array_equal(images, expected)
+
+
+def test_cutout_zeroes_one_clipped_square_per_image_after_normalization():
+    x, y = np.full((64, 32, 32, 3), 200, np.uint8), np.zeros(64, np.int64)
+    images, _ = Batches(x, y, batch_size=64, shuffle=False, cutout=8)[0]
+    zeroed = np.all(images == 0, axis=-1)
+    assert np.all(images[~zeroed] != 0)
+    for mask in zeroed:
+        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        assert 1 <= len(rows) <= 8 and 1 <= len(cols) <= 8  # clipped at the borders
+        assert mask.sum() == len(rows) * len(cols)  # one rectangle
+        assert np.all(np.diff(rows) == 1) and np.all(np.diff(cols) == 1)
+    assert (zeroed.sum(axis=(1, 2)) == 64).sum() > 10  # most squares fit whole
+    assert len({tuple(np.argwhere(m)[0]) for m in zeroed}) > 30  # and move
+
+
 def _candidates(image):
     """All 81 crops of the 4-pixel zero-padded image, each unflipped and flipped."""
     padded = np.pad(image, ((4, 4), (4, 4), (0, 0)))
@@ -336,15 +364,15 @@ def test_fit_with_the_same_data_seed_trains_identically():
     assert not all(np.array_equal(a, c) for a, c in zip(first, other))
 
 
-@pytest.mark.parametrize("augment", [False, True])
+@pytest.mark.parametrize("augment, cutout", [(False, 0), (True, 0), (True, 8), (False, 5)])
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-def test_tf_dataset_gives_the_same_batches(augment, data_format):
+def test_tf_dataset_gives_the_same_batches(augment, cutout, data_format):
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the native tf.data pipeline is TensorFlow's")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(70, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 10, size=70)
-    batches = Batches(x, y, batch_size=32, augment=augment, seed=3, data_format=data_format)
+    batches = Batches(x, y, batch_size=32, augment=augment, cutout=cutout, seed=3, data_format=data_format)
     dataset = batches.tf_dataset()
     for _ in range(2):  # each pass reads the epoch the Batches is at, as fit does
         got = list(dataset)

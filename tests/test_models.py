@@ -59,7 +59,54 @@ def test_sepconv_pooling_vgg_computes_what_keras_only_vgg_computes(rng):
     )
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v1", "dsc_resnet", "vgg_mobilenet"])
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_mobilenet_v2_has_keras_applications_parameter_count(alpha):
+    # Keras' MobileNetV2 (ImageNet strides; the count does not depend on strides) is an independent build.
+    theirs = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=alpha, weights=None, classes=10)
+    ours = create_model("mobilenet_v2", alpha=alpha)
+    assert ours.count_params() == theirs.count_params()
+    assert ours.count_params() > 2_200_000 if alpha == 1.0 else ours.count_params() < 800_000
+
+
+def test_inverted_residual_computes_what_keras_layers_compute(rng):
+    from sepconv.models.mobilenet_v2 import inverted_residual
+
+    inputs = keras.Input((6, 6, 8))
+    ours = keras.Model(inputs, inverted_residual(inputs, 8, expansion=3, strides=1, name="b"))
+    x = keras.layers.Conv2D(24, 1, use_bias=False)(inputs)
+    x = keras.layers.ReLU(6.0)(keras.layers.BatchNormalization()(x))
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    x = keras.layers.ReLU(6.0)(keras.layers.BatchNormalization()(x))
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 1, use_bias=False)(x))
+    theirs = keras.Model(inputs, keras.layers.Add()([inputs, x]))
+    weights = [rng.uniform(0.5, 1.5, size=w.shape).astype("float32") for w in theirs.weights]
+    theirs.set_weights(weights)
+    # Keras order: expand, BN, depthwise, BN, pointwise, BN; the separable layer holds its kernels first.
+    ours.set_weights([weights[i] for i in (0, 1, 2, 3, 4, 5, 10, 6, 7, 8, 9, 11, 12, 13, 14)])
+    images = rng.normal(size=(2, 6, 6, 8)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ours(images)), keras.ops.convert_to_numpy(theirs(images)), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_dsc_resnet10_parameter_count_by_hand():
+    def sep(cin, cout, bn_between):  # depthwise 3x3, pointwise, BN (4 numbers per channel)
+        return 9 * cin + cin * cout + 4 * cout + (4 * cin if bn_between else 0)
+
+    total = 27 * 32 + 4 * 32  # stem conv and BN
+    for cin, cout in [(32, 32), (32, 64), (64, 128), (128, 256)]:
+        total += sep(cin, cout, True) + sep(cout, cout, False)
+        total += cin * cout + 4 * cout if cin != cout or cout != 32 else 0  # 1x1 projection + BN where shapes change
+    total += 256 * 10 + 10
+    assert create_model("dsc_resnet10").count_params() == total == 190_922
+    assert create_model("dsc_resnet", stages=((16, 1), (32, 2)), blocks_per_stage=1).output.shape == (None, 10)
+    # The regular counterpart: 3x3 convolutions (9 * cin * cout, no bias) where the separable layers were.
+    regular = total - sum(sep(a, b, True) + sep(b, b, False) - 9 * a * b - 4 * b - 9 * b * b - 4 * b
+                          for a, b in [(32, 32), (32, 64), (64, 128), (128, 256)])  # fmt: skip
+    assert create_model("resnet10").count_params() == regular
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "dsc_resnet", "dsc_resnet10", "resnet10", "vgg_mobilenet"])
 def test_zoo_models_run_and_output_probabilities(name, rng):
     model = create_model(name, num_classes=7)
     out = keras.ops.convert_to_numpy(model(rng.uniform(size=(2, 32, 32, 3)).astype("float32")))

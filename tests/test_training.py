@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+import sepconv
+
 from helpers import shared_cifar10
 from sepconv._atomic import save_model
 from sepconv.data import Batches, Cifar10
@@ -71,11 +73,15 @@ def test_recipes_presets_and_overrides():
     quick = make_config("strong", preset="quick", epochs=4)
     assert (quick.train_size, quick.val_size, quick.epochs, quick.optimizer) == (5000, 2000, 4, "adamw")
     assert (quick.recipe, quick.preset) == ("strong", "quick")
+    fast = make_config("fast")
+    assert (fast.optimizer, fast.lr, fast.momentum, fast.schedule, fast.epochs) == ("sgd", 0.1, 0.9, "cosine", 30)
+    assert fast.no_decay == ("norm", "bias", "depthwise") and fast.tta and fast.validation == 0.1
 
 
 def test_config_survives_json():
-    config = tiny_config(validation=0.25, seed=3)
+    config = tiny_config(validation=0.25, seed=3, no_decay=("bias", "depthwise"), cutout=8, ema_momentum=0.99)
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert TrainConfig(no_decay="bias").no_decay == ("bias",)
 
 
 @pytest.mark.parametrize(
@@ -88,6 +94,10 @@ def test_config_survives_json():
         (dict(validation="train"), ValueError, r"^validation must be 'test' or a fraction in \(0, 1\)\. Received: validation='train'$"),
         (dict(label_smoothing=1.0), ValueError, r"Received: label_smoothing=1\.0$"),
         (dict(optimizer="adma"), ValueError, r"Did you mean 'adam', 'adamw'\? Received: optimizer='adma'$"),
+        (dict(cutout=-1), ValueError, r"^cutout must be non-negative\. Received: cutout=-1$"),
+        (dict(ema_momentum=1.0), ValueError, r"^ema_momentum must be a number in \[0, 1\)\. Received: ema_momentum=1\.0$"),
+        (dict(no_decay=("norm", "bn")), ValueError, r"^no_decay must be one of .*Received: no_decay='bn'$"),
+        (dict(no_decay=("none", "bias")), ValueError, r"^no_decay takes 'none' alone or a list of kinds\. Received: no_decay=\('none', 'bias'\)$"),
         (
             dict(schedule="cosine", warmup_epochs=3, epochs=3),
             ValueError,
@@ -228,6 +238,39 @@ def test_cosine_schedule_warms_up_then_decays(tmp_path):
     assert [row["lr"] for row in result.history["vgg"]] == pytest.approx([0.001, 0.01, 0.005], rel=1e-5)
 
 
+@pytest.mark.parametrize("no_decay", [("norm", "bias", "depthwise"), ("none",)])
+def test_weight_decay_leaves_the_excluded_weights_alone(no_decay):
+    """With a zero loss only weight decay moves the weights: excluded ones must not move."""
+    config = make_config("fast", weight_decay=0.5, lr=0.1, warmup_epochs=0, schedule="constant", no_decay=no_decay)
+    inputs = keras.Input((6, 6, 3))
+    x = sepconv.layers.DepthwiseSeparableConv2D(4, 3, depthwise_use_bias=True, depthwise_normalization="batch",
+                                                normalization="batch", name="sep")(inputs)  # fmt: skip
+    outputs = keras.layers.Dense(2, name="dense")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=_loop.make_optimizer(config, steps_per_epoch=1), loss=lambda y, p: 0.0 * keras.ops.sum(p))
+    before = {w.path: keras.ops.convert_to_numpy(w) for w in model.trainable_weights}
+    model.train_on_batch(np.ones((2, 6, 6, 3), "float32"), np.zeros((2, 2), "float32"))
+    excluded = {"norm": ("gamma", "beta"), "bias": ("bias", "depthwise_bias"), "depthwise": ("depthwise_kernel",)}
+    excluded_names = {name for kind in no_decay if kind != "none" for name in excluded[kind]}
+    assert {w.name for w in model.trainable_weights} >= {"gamma", "beta", "bias", "depthwise_bias", "depthwise_kernel"}
+    for w in model.trainable_weights:
+        # Keras' decoupled decay: w - w * weight_decay * lr, then SGD with a zero gradient.
+        expected = before[w.path] if w.name in excluded_names else before[w.path] * (1 - 0.5 * 0.1)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(w), expected, rtol=1e-6, err_msg=w.path)
+
+
+def test_flip_tta_accuracy_averages_each_image_and_its_mirror():
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(3, 3, strides=4),
+                              keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])  # fmt: skip
+    data = synthetic_cifar10(test_per_class=9)
+    batches = Batches(data.x_test, data.y_test, batch_size=10, shuffle=False)
+    images = np.concatenate([batches[i][0] for i in range(len(batches))])
+    mean = (keras.ops.convert_to_numpy(model(images)) + keras.ops.convert_to_numpy(model(images[:, :, ::-1].copy()))) / 2
+    expected = float(np.mean(np.argmax(mean, axis=1) == data.y_test))
+    assert _loop.flip_tta_accuracy(model, batches) == pytest.approx(expected)
+
+
 class _Interrupt(Exception):
     pass
 
@@ -267,6 +310,44 @@ def test_resume_continues_an_interrupted_run(tmp_path, monkeypatch):
     for resumed, uninterrupted in zip(result.history["vgg"], reference.history["vgg"]):
         assert resumed["loss"] == pytest.approx(uninterrupted["loss"], rel=1e-4, abs=1e-5)
         assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], rel=1e-4, abs=1e-5)
+
+
+def test_resume_keeps_the_weight_average_decay_exclusions_and_cutout(tmp_path, monkeypatch):
+    data = synthetic_cifar10()
+    config = tiny_config(epochs=3, optimizer="sgd", lr=0.05, weight_decay=0.05, no_decay=("norm", "bias"),
+                         ema_momentum=0.5, cutout=8, augment=True, tta=True)  # fmt: skip
+    reference = train("vgg", config, out=str(tmp_path / "reference"), quiet=True, data=data, report=False)
+    folder = str(tmp_path / "run")
+    original = _epoch_display.EpochLines.on_epoch_end
+
+    def interrupt_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_epoch_display.EpochLines, "on_epoch_end", interrupt_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train("vgg", config, out=folder, quiet=True, data=data, report=False)
+    monkeypatch.undo()
+    result = resume(folder, quiet=True, data=data, report=False)
+    for resumed, uninterrupted in zip(result.history["vgg"], reference.history["vgg"], strict=True):
+        assert resumed["loss"] == pytest.approx(uninterrupted["loss"], rel=1e-4, abs=1e-5)
+        assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], rel=1e-4, abs=1e-5)
+    assert result.models["vgg"]["test_accuracy_tta"] == pytest.approx(reference.models["vgg"]["test_accuracy_tta"])
+
+
+def test_fast_recipe_smoke_run_is_deterministic(tmp_path):
+    """dsc_resnet10 with every option of the fast recipe (and cutout, weight EMA) on tiny data, twice."""
+    data = synthetic_cifar10(train_per_class=16, test_per_class=4)
+    config = make_config("fast", epochs=2, batch_size=16, warmup_epochs=0.5, cutout=8, ema_momentum=0.9)
+    runs = [train("dsc_resnet10", config, out=str(tmp_path / f"run{i}"), quiet=True, data=data, report=False)
+            for i in range(2)]  # fmt: skip
+    first, second = (run.history["dsc_resnet10"] for run in runs)
+    assert [row["loss"] for row in first] == [row["loss"] for row in second]
+    assert [row["val_accuracy"] for row in first] == [row["val_accuracy"] for row in second]
+    assert all(np.isfinite(row["loss"]) for row in first)
+    result = runs[0].models["dsc_resnet10"]
+    assert result["params"] == 190_922 - 7 * 257  # 3 classes, not 10: 7 fewer dense columns
+    assert 0.0 <= result["test_accuracy_tta"] <= 1.0
 
 
 def test_resume_refuses_other_data(tmp_path):

@@ -22,7 +22,10 @@ class Batches(keras.utils.PyDataset):
     Each epoch visits every image once, in an order drawn from `(seed, epoch)`; the last
     partial batch is included. With `augment=True` each image is randomly cropped from
     its copy zero-padded by 4 pixels per side and flipped left-right with probability
-    1/2, drawn from `(seed, epoch, batch index)`. Same arguments, same batches, on any
+    1/2, drawn from `(seed, epoch, batch index)`; with `cutout=s` a square of side `s`
+    centred uniformly in the image (clipped at its borders) is then set to zero after
+    normalization, i.e. to the mean pixel (DeVries & Taylor 2017, arXiv:1708.04552),
+    drawn from the same generator. Same arguments, same batches, on any
     backend and in any access order, so two models compared see identical data.
 
     `on_epoch_end()` moves to the next epoch. `fit` calls it after each epoch and once
@@ -38,6 +41,7 @@ class Batches(keras.utils.PyDataset):
         batch_size: images per batch.
         shuffle: draw a new order each epoch; False keeps the given order.
         augment: random crop with 4-pixel zero padding and horizontal flip.
+        cutout: side of the square cut out of each image; 0 for none.
         seed: non-negative int fixing order and augmentation.
         normalize: True standardizes each channel with `CIFAR10_MEAN` and `CIFAR10_STD`
             (padding pixels become `-mean / std`); False only scales pixels to [0, 1].
@@ -53,6 +57,7 @@ class Batches(keras.utils.PyDataset):
         batch_size=128,
         shuffle=True,
         augment=False,
+        cutout=0,
         seed=0,
         normalize=True,
         data_format="channels_last",
@@ -78,6 +83,7 @@ class Batches(keras.utils.PyDataset):
         self.batch_size = positive_int(batch_size, "batch_size")
         self.shuffle = bool(shuffle)
         self.augment = bool(augment)
+        self.cutout = non_negative_int(cutout, "cutout")
         self.seed = int(seed)
         self.normalize = bool(normalize)
         self.data_format = choice(data_format, ("channels_last", "channels_first"), "data_format")
@@ -96,23 +102,31 @@ class Batches(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"batch index out of range [0, {len(self)}). Received: index={index}")
-        rows, crops = self._plan(index)
+        rows, crops, centers = self._plan(index)
         images = self.x[rows]
         if crops is not None:
             images = crop_flip(images, *crops)
         # Two passes over the float batch (scale while converting, then shift in place).
         images = np.multiply(images, self._scale, dtype=np.float32)
         images += self._shift
+        if centers is not None:
+            cut_out(images, *centers, self.cutout)
         if self.data_format == "channels_first":
             images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
         return images, self.y[rows]
 
     def _plan(self, index):
-        """Rows of batch `index` and its crop offsets and flips (None without augmentation)."""
+        """Rows of batch `index`, its crop offsets and flips, and its cutout centres (None when off)."""
         rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        if not self.augment:
-            return rows, None
-        return rows, crop_flip_draws(len(rows), np.random.default_rng((self.seed, self.epoch, index)))
+        if not (self.augment or self.cutout):
+            return rows, None, None
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        crops = crop_flip_draws(len(rows), rng) if self.augment else None
+        centers = None
+        if self.cutout:
+            height, width = self.x.shape[1:3]
+            centers = (rng.integers(0, height, size=len(rows)), rng.integers(0, width, size=len(rows)))
+        return rows, crops, centers
 
     def tf_dataset(self):
         """The same batches as a `tf.data.Dataset` whose pixel work runs in TensorFlow ops.
@@ -133,12 +147,14 @@ class Batches(keras.utils.PyDataset):
 
         def plans():
             for index in range(len(self)):
-                rows, crops = self._plan(index)
+                rows, crops, centers = self._plan(index)
+                zeros = np.zeros(len(rows), np.int64)
                 if crops is None:
-                    crops = (np.zeros(len(rows), np.int64),) * 2 + (np.zeros(len(rows), bool),)
-                yield (rows.astype(np.int64), *(np.asarray(c) for c in crops))
+                    crops = (zeros, zeros, np.zeros(len(rows), bool))
+                centers = (zeros, zeros) if centers is None else centers
+                yield (rows.astype(np.int64), *(np.asarray(c) for c in (*crops, *centers)))
 
-        def batch(rows, crop_rows, crop_cols, flips):
+        def batch(rows, crop_rows, crop_cols, flips, center_rows, center_cols):
             x = tf.gather(images, rows)
             if self.augment:
                 x = tf.pad(x, [[0, 0], [_PAD, _PAD], [_PAD, _PAD], [0, 0]])
@@ -147,12 +163,16 @@ class Batches(keras.utils.PyDataset):
                 cols = tf.where(flips[:, None], tf.reverse(cols, axis=[1]), cols)
                 x = tf.gather(x, cols, axis=2, batch_dims=1)
             x = tf.cast(x, tf.float32) * scale + shift
+            if self.cutout:
+                cut = (_inside(tf.range(height, dtype=tf.int64), center_rows, self.cutout)[:, :, None]
+                       & _inside(tf.range(width, dtype=tf.int64), center_cols, self.cutout)[:, None, :])  # fmt: skip
+                x = x * tf.cast(~cut, tf.float32)[..., None]
             if self.data_format == "channels_first":
                 x = tf.transpose(x, (0, 3, 1, 2))
             return x, tf.gather(labels, rows)
 
         vector = tf.TensorSpec((None,), tf.int64)
-        signature = (vector, vector, vector, tf.TensorSpec((None,), tf.bool))
+        signature = (vector, vector, vector, tf.TensorSpec((None,), tf.bool), vector, vector)
         dataset = tf.data.Dataset.from_generator(plans, output_signature=signature)
         # A known length: Keras stops at the last batch instead of calling one step past it
         # (which would still advance the optimizer's step count and its schedule).
@@ -198,3 +218,18 @@ def crop_flip(images, rows, cols, flips):
             i, max(0, dr) : height + min(0, dr), max(0, dc) : width + min(0, dc)
         ]
     return out
+
+
+def cut_out(images, center_rows, center_cols, size):
+    """Zeroes, in place, a `size` x `size` square of float NHWC image `i` starting `size // 2`
+    pixels above and left of `(center_rows[i], center_cols[i])`, clipped at the borders."""
+    height, width = images.shape[1:3]
+    for i, (row, col) in enumerate(zip(center_rows, center_cols)):
+        top, left = int(row) - size // 2, int(col) - size // 2
+        images[i, max(0, top) : max(0, min(height, top + size)), max(0, left) : max(0, min(width, left + size))] = 0
+
+
+def _inside(positions, centers, size):
+    """`[i, p]`: whether pixel index `p` lies in the cutout of image `i` (see `cut_out`)."""
+    start = centers[:, None] - size // 2
+    return (positions[None] >= start) & (positions[None] < start + size)

@@ -8,17 +8,28 @@ parameters; meant to reach high accuracy with the "strong" recipe.
 
 import keras
 
-from sepconv import layers
+from sepconv import _validation, layers
 from sepconv.layers import presets
 from sepconv.models._registry import register_model
 
 STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))  # (filters, first stride)
 
 
-def _residual_block(x, filters, strides, name):
+def _conv_bn(x, filters, strides, name, activation=True):
+    """The regular ResNet step the separable layers replace: 3x3 conv (no bias), BN, ReLU."""
+    x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=name)(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x) if activation else x
+
+
+def _residual_block(x, filters, strides, conv, name):
     shortcut = x
-    x = presets.mobilenet(filters, 3, strides=strides, padding="same", name=f"{name}_sep1")(x)
-    x = presets.xception(filters, 3, padding="same", name=f"{name}_sep2")(x)
+    if conv == "regular":
+        x = _conv_bn(x, filters, strides, f"{name}_conv1")
+        x = _conv_bn(x, filters, 1, f"{name}_conv2", activation=False)
+    else:
+        x = presets.mobilenet(filters, 3, strides=strides, padding="same", name=f"{name}_sep1")(x)
+        x = presets.xception(filters, 3, padding="same", name=f"{name}_sep2")(x)
     if strides != 1 or shortcut.shape[-1] != filters:
         shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=f"{name}_proj")(shortcut)
         shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
@@ -26,20 +37,34 @@ def _residual_block(x, filters, strides, name):
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def dsc_resnet(width=1.0, blocks_per_stage=2, input_shape=(32, 32, 3), num_classes=10, name=None):
-    """ResNet-18 layout with depthwise separable convolutions; `width` scales channels."""
-    if not width > 0:
-        raise ValueError(f"width must be positive. Received: width={width}")
+def dsc_resnet(
+    width=1.0, blocks_per_stage=2, stages=STAGES, conv="separable", input_shape=(32, 32, 3), num_classes=10, name=None
+):
+    """ResNet-18 layout with depthwise separable convolutions.
+
+    `width` scales every channel count, `blocks_per_stage` is the depth multiplier
+    and `stages` the `(filters, first stride)` of each stage (ResNet-18's by default).
+    `conv="regular"` builds the same network with regular 3x3 convolutions (BN and
+    ReLU in the same places): the baseline a separable one is compared with.
+    """
+    _validation.choice(conv, ("separable", "regular"), "conv")
+    _validation.number(width, "width", low=0.0, low_open=True)
+    _validation.positive_int(blocks_per_stage, "blocks_per_stage")
+    stages = tuple(_validation.int_tuple(stage, 2, "stages") for stage in stages)
     inputs = keras.Input(input_shape, name="image")
-    x = keras.layers.Conv2D(int(64 * width), 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = keras.layers.Conv2D(int(stages[0][0] * width), 3, padding="same", use_bias=False, name="stem_conv")(inputs)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
-    for stage, (filters, stride) in enumerate(STAGES, start=1):
+    for stage, (filters, stride) in enumerate(stages, start=1):
         for block in range(1, blocks_per_stage + 1):
-            x = _residual_block(x, int(filters * width), stride if block == 1 else 1, name=f"stage{stage}_block{block}")
+            strides = stride if block == 1 else 1
+            x = _residual_block(x, int(filters * width), strides, conv, name=f"stage{stage}_block{block}")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, outputs, name=name or "dsc_resnet")
+    return keras.Model(inputs, outputs, name=name or ("dsc_resnet" if conv == "separable" else "resnet"))
 
 
 register_model("dsc_resnet", dsc_resnet)
+# A ResNet-10 layout at half width (one block per stage): 190,922 parameters, 10.3M MACs.
+register_model("dsc_resnet10", dsc_resnet, width=0.5, blocks_per_stage=1)
+register_model("resnet10", dsc_resnet, width=0.5, blocks_per_stage=1, conv="regular")

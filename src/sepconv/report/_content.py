@@ -61,18 +61,25 @@ def _optimization(config):
     if config["schedule"] == "cosine" and config["warmup_epochs"]:
         parts[-1] += f" after {config['warmup_epochs']:g} warmup epochs"
     if config["weight_decay"]:
-        parts.append(f"weight decay {config['weight_decay']:g}")
+        kept = [kind for kind in config.get("no_decay", ()) if kind != "none"]
+        parts.append(f"weight decay {config['weight_decay']:g}" + (f" (not on {', '.join(kept)})" if kept else ""))
     if config["label_smoothing"]:
         parts.append(f"label smoothing {config['label_smoothing']:g}")
     parts.append("crop+flip augmentation" if config["augment"] else "no augmentation")
+    if config.get("cutout"):
+        parts[-1] += f", cutout {config['cutout']}"
+    if config.get("ema_momentum"):
+        parts.append(f"weight EMA {config['ema_momentum']:g}")
     parts.append(f"batch {config['batch_size']}, {config['epochs']} epochs")
     return ", ".join(parts)
 
 
 def _results_table(run):
     with_test = any(r.get("test_accuracy") is not None for r in run.results)
+    with_tta = any(r.get("test_accuracy_tta") is not None for r in run.results)
     header = ["model", "params", "MACs", "time/epoch (s)", "img/s", "best val acc (epoch)", "final val acc",
               "train-val gap"] + (["test acc (best model)"] if with_test else [])  # fmt: skip
+    header += ["test acc, flip TTA"] if with_tta else []
     rows = []
     for r in run.results:
         row = [
@@ -87,6 +94,8 @@ def _results_table(run):
         ]
         if with_test:
             row.append("-" if r.get("test_accuracy") is None else f"{r['test_accuracy']:.4f}")
+        if with_tta:
+            row.append("-" if r.get("test_accuracy_tta") is None else f"{r['test_accuracy_tta']:.4f}")
         rows.append(row)
     return ("table", header, rows)
 

@@ -43,11 +43,38 @@ def make_optimizer(config, steps_per_epoch):
             warmup_steps=warmup,
         )
     decay = config.weight_decay or None
+    # Keras replaces the weights by their average every `ema_overwrite_frequency` steps:
+    # once per epoch, so validation, checkpoints and the rest of training use the average.
+    ema = dict(use_ema=True, ema_momentum=config.ema_momentum, ema_overwrite_frequency=steps_per_epoch)
+    ema = ema if config.ema_momentum else {}
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(lr, weight_decay=decay)
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
-    return keras.optimizers.SGD(lr, momentum=config.momentum, nesterov=True, weight_decay=decay)
+        optimizer = keras.optimizers.Adam(lr, weight_decay=decay, **ema)
+    elif config.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, **ema)
+    else:
+        optimizer = keras.optimizers.SGD(lr, momentum=config.momentum, nesterov=True, weight_decay=decay, **ema)
+    exclude_from_decay(optimizer, config)
+    return optimizer
+
+
+# Variable names (Keras' and sepconv's layers) of each `TrainConfig.no_decay` kind.
+NO_DECAY_NAMES = {"norm": ("gamma", "beta"), "bias": ("bias", "depthwise_bias"), "depthwise": ("depthwise_kernel",)}
+
+
+def exclude_from_decay(optimizer, config):
+    """Tells `optimizer` which weights weight decay leaves alone (`config.no_decay`).
+
+    Keras keeps the exclusions out of a saved optimizer's config, so a resumed run sets
+    them again on the loaded, already built optimizer; Keras reads them at every step
+    and only refuses them once built to keep users from changing them mid-run.
+    """
+    names = [name for kind in config.no_decay if kind != "none" for name in NO_DECAY_NAMES[kind]]
+    if not names:
+        return
+    built, optimizer.built = optimizer.built, False
+    # Keras matches `variable.name`; TensorFlow's optimizer sees the tf.Variable, named "path/name:0".
+    optimizer.exclude_from_weight_decay(var_names=[rf"(?:^|/){name}(?::\d+)?$" for name in names])
+    optimizer.built = built
 
 
 def make_loss(config):
@@ -71,9 +98,14 @@ def build_model(name, config, input_shape, num_classes, steps_per_epoch):
 
 
 def training_batches(splits, config):
-    """The training data of a run: shuffled per epoch, augmented if `config.augment`."""
+    """The training data of a run: shuffled per epoch, augmented as `config` says."""
     return Batches(
-        splits.x_train, splits.y_train, batch_size=config.batch_size, augment=config.augment, seed=config.seed
+        splits.x_train,
+        splits.y_train,
+        batch_size=config.batch_size,
+        augment=config.augment,
+        cutout=config.cutout,
+        seed=config.seed,
     )
 
 
@@ -115,6 +147,7 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
     done = state.get("epochs_done", 0)
     if done:  # weights and optimizer state (step count, moments) come from the checkpoint
         model = keras.saving.load_model(os.path.join(folder, state["checkpoint"]))
+        exclude_from_decay(model.optimizer, config)
     else:
         model = build_model(name, config, splits.x_train.shape[1:], len(splits.class_names), len(train))
         state["params"], state["macs"] = model_costs(model)
@@ -142,10 +175,25 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
         best = keras.saving.load_model(os.path.join(folder, layout.BEST))
         test = Batches(splits.x_test, splits.y_test, batch_size=config.batch_size, shuffle=False)
         state["test_accuracy"] = float(best.evaluate(test, verbose=0, return_dict=True)["accuracy"])
+        if config.tta:
+            state["test_accuracy_tta"] = flip_tta_accuracy(best, test)
     state.update(finished=True, checkpoint=layout.FINAL)
     layout.write_json(state_path, state)
     os.remove(last)
     return state
+
+
+def flip_tta_accuracy(model, batches):
+    """Accuracy of the mean of `model`'s predictions for each image and its left-right mirror."""
+    import numpy as np
+
+    correct = 0
+    for index in range(len(batches)):
+        images, labels = batches[index]
+        width_axis = 2 if batches.data_format == "channels_last" else 3
+        probabilities = model.predict_on_batch(images) + model.predict_on_batch(np.flip(images, axis=width_axis))
+        correct += int((np.argmax(keras.ops.convert_to_numpy(probabilities), axis=-1) == labels).sum())
+    return correct / len(batches.y)
 
 
 def _remove_stale_checkpoints(folder, keep):

@@ -34,4 +34,5 @@ def summarize(state):
         "final_accuracy": last["accuracy"],
         "train_val_gap": last["accuracy"] - last["val_accuracy"],
         "test_accuracy": state.get("test_accuracy"),
+        "test_accuracy_tta": state.get("test_accuracy_tta"),
     }
