@@ -2,10 +2,20 @@
 
 import keras
 
-from sepconv import _validation
+from sepconv import _validation, layers
 from sepconv.layers import presets
 
 CONV_TYPES = ("regular", "separable", "keras_separable", "tutorial", "mobilenet")
+
+
+def conv_bn(x, filters, kernel_size, name, strides=1, activation=True, max_value=None):
+    """Regular convolution (no bias), BatchNorm, then ReLU (capped at `max_value`) if `activation`.
+
+    Layers are named `{name}_conv`, `{name}_bn` and `{name}_relu`.
+    """
+    x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(max_value, name=f"{name}_relu")(x) if activation else x
 
 
 def conv3x3(filters, conv, name, strides=1, activation="relu"):

@@ -10,23 +10,17 @@ import keras
 
 from sepconv import _validation, layers
 from sepconv.layers import presets
+from sepconv.models._blocks import conv_bn
 from sepconv.models._registry import register_model
 
 STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))  # (filters, first stride)
 
 
-def _conv_bn(x, filters, strides, name, activation=True):
-    """The regular ResNet step the separable layers replace: 3x3 conv (no bias), BN, ReLU."""
-    x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=name)(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    return keras.layers.ReLU(name=f"{name}_relu")(x) if activation else x
-
-
 def _residual_block(x, filters, strides, conv, name):
     shortcut = x
     if conv == "regular":
-        x = _conv_bn(x, filters, strides, f"{name}_conv1")
-        x = _conv_bn(x, filters, 1, f"{name}_conv2", activation=False)
+        x = conv_bn(x, filters, 3, f"{name}_conv1", strides=strides)
+        x = conv_bn(x, filters, 3, f"{name}_conv2", activation=False)
     else:
         x = presets.mobilenet(filters, 3, strides=strides, padding="same", name=f"{name}_sep1")(x)
         x = presets.xception(filters, 3, padding="same", name=f"{name}_sep2")(x)
@@ -52,9 +46,7 @@ def dsc_resnet(
     _validation.positive_int(blocks_per_stage, "blocks_per_stage")
     stages = tuple(_validation.int_tuple(stage, 2, "stages") for stage in stages)
     inputs = keras.Input(input_shape, name="image")
-    x = keras.layers.Conv2D(int(stages[0][0] * width), 3, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = layers.BatchNormalization(name="stem_bn")(x)
-    x = keras.layers.ReLU(name="stem_relu")(x)
+    x = conv_bn(inputs, int(stages[0][0] * width), 3, "stem")
     for stage, (filters, stride) in enumerate(stages, start=1):
         for block in range(1, blocks_per_stage + 1):
             strides = stride if block == 1 else 1

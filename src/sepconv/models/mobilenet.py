@@ -7,8 +7,8 @@ CIFAR adaptation. `alpha` is the paper's width multiplier.
 
 import keras
 
-from sepconv import layers
 from sepconv.layers import presets
+from sepconv.models._blocks import conv_bn
 from sepconv.models._registry import register_model
 
 # (pointwise filters, depthwise stride) of the 13 depthwise separable blocks.
@@ -27,9 +27,7 @@ def mobilenet_v1(alpha=1.0, input_shape=(32, 32, 3), num_classes=10, dropout=0.0
         return max(8, int(filters * alpha))
 
     inputs = keras.Input(input_shape, name="image")
-    x = keras.layers.Conv2D(width(32), 3, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = layers.BatchNormalization(name="stem_bn")(x)
-    x = keras.layers.ReLU(name="stem_relu")(x)
+    x = conv_bn(inputs, width(32), 3, "stem")
     for index, (filters, stride) in enumerate(BLOCKS, start=1):
         x = presets.mobilenet(width(filters), 3, strides=stride, padding="same", name=f"block{index}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)

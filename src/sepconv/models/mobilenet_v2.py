@@ -15,8 +15,9 @@ import math
 
 import keras
 
-from sepconv import _validation, layers
+from sepconv import _validation
 from sepconv.layers.separable import DepthwiseSeparableConv2D
+from sepconv.models._blocks import conv_bn
 from sepconv.models._registry import register_model
 
 # (expansion t, output channels c, blocks n, first stride s), Table 2 with strides for 32x32.
@@ -33,9 +34,7 @@ def inverted_residual(x, filters, expansion, strides, name):
     """1x1 expand-BN-ReLU6, then DW-BN-ReLU6-PW-BN as one separable layer; add the input if shapes allow."""
     inputs, channels = x, x.shape[-1]
     if expansion != 1:
-        x = keras.layers.Conv2D(channels * expansion, 1, use_bias=False, name=f"{name}_expand")(x)
-        x = layers.BatchNormalization(name=f"{name}_expand_bn")(x)
-        x = keras.layers.ReLU(6.0, name=f"{name}_expand_relu")(x)
+        x = conv_bn(x, channels * expansion, 1, f"{name}_expand", max_value=6.0)
     x = DepthwiseSeparableConv2D(
         filters,
         3,
@@ -60,16 +59,12 @@ def mobilenet_v2(
     _validation.number(depth, "depth", low=0.0, low_open=True)
     _validation.positive_int(last_channels, "last_channels")
     inputs = keras.Input(input_shape, name="image")
-    x = keras.layers.Conv2D(make_divisible(32 * alpha), 3, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = layers.BatchNormalization(name="stem_bn")(x)
-    x = keras.layers.ReLU(6.0, name="stem_relu")(x)
+    x = conv_bn(inputs, make_divisible(32 * alpha), 3, "stem", max_value=6.0)
     for stage, (expansion, filters, blocks, stride) in enumerate(STAGES, start=1):
         for block in range(1, max(1, math.ceil(blocks * depth)) + 1):
             strides = stride if block == 1 else 1
             x = inverted_residual(x, make_divisible(filters * alpha), expansion, strides, f"stage{stage}_block{block}")
-    x = keras.layers.Conv2D(last_channels, 1, use_bias=False, name="head_conv")(x)
-    x = layers.BatchNormalization(name="head_bn")(x)
-    x = keras.layers.ReLU(6.0, name="head_relu")(x)
+    x = conv_bn(x, last_channels, 1, "head", max_value=6.0)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)

@@ -101,7 +101,8 @@ def _parse_validation(text, name):
 
 
 def _check_no_decay(value, name):
-    kinds = _validation.each(one_of(NO_DECAY_KINDS))(value, name)
+    """A tuple of kinds; a single kind may come bare, JSON gives a list."""
+    kinds = _validation.each(one_of(NO_DECAY_KINDS))((value,) if isinstance(value, str) else value, name)
     if "none" in kinds and len(kinds) > 1:
         raise ValueError(f"{name} takes 'none' alone or a list of kinds. Received: {name}={tuple(kinds)}")
     return kinds
@@ -177,8 +178,6 @@ class TrainConfig:
                                 check=_check_dict, flag=False)  # fmt: skip
 
     def __post_init__(self):
-        if isinstance(self.no_decay, (list, str)):  # JSON gives lists; a single kind may come bare
-            object.__setattr__(self, "no_decay", (self.no_decay,) if isinstance(self.no_decay, str) else tuple(self.no_decay))
         _options.validate(self)
         if self.schedule == "cosine" and self.warmup_epochs >= self.epochs:
             raise ValueError(

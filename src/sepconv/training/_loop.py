@@ -3,6 +3,7 @@
 import os
 
 import keras
+import numpy as np
 
 from sepconv.data import Batches
 from sepconv import _run_folder as layout
@@ -45,8 +46,11 @@ def make_optimizer(config, steps_per_epoch):
     decay = config.weight_decay or None
     # Keras replaces the weights by their average every `ema_overwrite_frequency` steps:
     # once per epoch, so validation, checkpoints and the rest of training use the average.
-    ema = dict(use_ema=True, ema_momentum=config.ema_momentum, ema_overwrite_frequency=steps_per_epoch)
-    ema = ema if config.ema_momentum else {}
+    ema = (
+        dict(use_ema=True, ema_momentum=config.ema_momentum, ema_overwrite_frequency=steps_per_epoch)
+        if config.ema_momentum
+        else {}
+    )
     if config.optimizer == "adam":
         optimizer = keras.optimizers.Adam(lr, weight_decay=decay, **ema)
     elif config.optimizer == "adamw":
@@ -185,12 +189,10 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
 
 def flip_tta_accuracy(model, batches):
     """Accuracy of the mean of `model`'s predictions for each image and its left-right mirror."""
-    import numpy as np
-
+    width_axis = 2 if batches.data_format == "channels_last" else 3
     correct = 0
     for index in range(len(batches)):
         images, labels = batches[index]
-        width_axis = 2 if batches.data_format == "channels_last" else 3
         probabilities = model.predict_on_batch(images) + model.predict_on_batch(np.flip(images, axis=width_axis))
         correct += int((np.argmax(keras.ops.convert_to_numpy(probabilities), axis=-1) == labels).sum())
     return correct / len(batches.y)
