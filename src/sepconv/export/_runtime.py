@@ -32,6 +32,9 @@ class OnnxRuntime:
         self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
 
+    def load(self):
+        """Nothing more to do: the session loaded the graph."""
+
     def __call__(self, x):
         return self.session.run(None, {self.input: np.asarray(x, np.float32)})[0]
 
@@ -57,6 +60,10 @@ class LiteRT:
         self.input = self.interpreter.get_input_details()[0]["index"]
         self.output = self.interpreter.get_output_details()[0]["index"]
         self.shape = None
+
+    def load(self):
+        """Prepares the graph for its stored input shape (fails on operators LiteRT lacks)."""
+        self.interpreter.allocate_tensors()
 
     def __call__(self, x):
         x = np.asarray(x, np.float32)

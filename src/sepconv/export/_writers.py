@@ -23,12 +23,14 @@ import contextlib
 import io
 import logging
 import os
+import re
 import tempfile
 
 import numpy as np
 
 from sepconv import kernels
 from sepconv._atomic import atomic_path
+from sepconv.export import _runtime
 
 _CALIBRATION_BATCH = 32
 
@@ -49,24 +51,31 @@ def _quiet():
 
 
 def _reason(error):
-    """The most telling line of a converter's (often multi-line) error."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    """The most telling line of a converter's or runtime's (often multi-line) error."""
+    text = str(error)
+    missing = re.findall(r"Custom ops: ([\w, .]+)", text) or re.findall(r"No Op registered for (\w+)", text)
+    if missing:
+        return f"operators the runtime does not implement: {', '.join(sorted(set(missing)))}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     for line in lines:
-        if "not supported" in line or "unsupported" in line.lower() or "Could not" in line:
+        if "not supported" in line or "unsupported" in line.lower():
             return line
     return lines[0] if lines else type(error).__name__
 
 
 def _export(model, temp, fmt, **options):
+    """`model.export` to `temp`, then loads `temp` in its runtime: a file it cannot run is an error."""
     try:
         with kernels.export_paths(), _quiet():
             model.export(temp, format=fmt, verbose=False, **options)
-    except (ImportError, ValueError, TypeError) as error:
-        if isinstance(error, ImportError):
-            raise
-        raise ValueError(f"The model cannot be exported to {fmt}: {_reason(error)}. Received: model={model.name}") from error
-    except Exception as error:  # converter errors (ConverterError, tf2onnx and torch failures)
-        raise ValueError(f"The model cannot be exported to {fmt}: {_reason(error)}. Received: model={model.name}") from error
+        runtime = _runtime.OnnxRuntime(temp) if fmt == "onnx" else _runtime.LiteRT(temp)
+        runtime.load()
+    except ImportError:
+        raise
+    except Exception as error:  # converter and runtime errors (ConverterError, tf2onnx, torch.onnx, ORT)
+        raise ValueError(
+            f"The model cannot be exported to {fmt}: {_reason(error)}. Received: model={model.name}"
+        ) from error
 
 
 def write_onnx(model, path, calibration=None):
