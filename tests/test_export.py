@@ -9,6 +9,7 @@ exported files are compared with Keras' outputs, run in ONNX Runtime and LiteRT.
 
 import collections
 import importlib.util
+import json
 import os
 
 import keras
@@ -312,3 +313,25 @@ def test_cli_errors_are_one_line(model, tmp_path, monkeypatch, capsys, argv, mes
     assert main(["export", *[source if a == "MODEL" else a for a in argv]]) == 2
     assert capsys.readouterr().err.strip() == message
     assert sorted(os.listdir(tmp_path)) == (["m.keras"] if "MODEL" in argv else [])
+
+
+@needs_litert
+def test_bench_export_times_every_runtime_and_precision_next_to_keras(capsys):
+    argv = ["bench", "export", "vgg_separable", "--precision", "float32", "int8", "--profile", "--batch-size", "2",
+            "--repeats", "2", "--warmup", "1", "--threads", "1", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = {(r["runtime"], r["precision"], r["call"]): r for r in result["results"]}
+    runtimes = [("keras", "float32")] + [(f, p) for f in ("onnx", "litert") for p in ("float32", "int8")]
+    assert set(rows) == {(f, p, call) for f, p in runtimes for call in ("single", "batch")}
+    single = rows[("litert", "int8", "single")]
+    assert single["batch_size"] == 1 and len(single["time"]["samples_ms"]) == 2 and single["speedup_vs_first"] == 1.0
+    assert single["int8_speedup"] == pytest.approx(
+        rows[("litert", "float32", "single")]["time"]["median_ms"] / single["time"]["median_ms"]
+    )
+    assert rows[("onnx", "float32", "batch")]["images_per_s"] == pytest.approx(
+        2 / rows[("onnx", "float32", "batch")]["time"]["median_ms"] * 1e3
+    )
+    assert single["ops"]["DEPTHWISE_CONV_2D"] == 6 and result["config"]["threads"] == 1
+    profile = result["profiles"]["vgg_separable"]
+    assert "Conv" in profile and sum(row["share"] for row in profile.values()) == pytest.approx(1.0)
