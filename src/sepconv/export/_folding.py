@@ -29,7 +29,6 @@ before them in every arrangement folded here.
 import keras
 import numpy as np
 
-from sepconv.convert._rewrite import _assign
 from sepconv.layers import BaseDepthwiseSeparableConv
 
 _BATCH_NORMS = (keras.layers.BatchNormalization,)  # sepconv's is a subclass
@@ -37,6 +36,10 @@ _LINEAR = (
     keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.DepthwiseConv1D,
     keras.layers.DepthwiseConv2D, keras.layers.SeparableConv1D, keras.layers.SeparableConv2D, keras.layers.Dense,
 )  # fmt: skip
+
+
+def _assign(variable, value):
+    variable.assign(np.asarray(value).astype(keras.backend.standardize_dtype(variable.dtype)))
 
 
 def _numpy(variable):
