@@ -13,7 +13,8 @@ The runtimes run on the CPU with `threads` intra-op threads (ONNX Runtime's
 `intra_op_num_threads`, LiteRT's `num_threads` with its default XNNPACK delegate); Keras
 runs `predict_on_batch` with the backend's own thread pool (its count is in the record).
 `--profile` adds ONNX Runtime's own profiler: the share of single-image time per
-operator type of each float ONNX model.
+operator type of each float ONNX model, convolutions split into depthwise, 1x1 and
+regular ones by their weight shapes.
 """
 
 import collections
@@ -103,6 +104,20 @@ def _prepare(name, config, folder, rng, pairs):
     return model, info, callables, files
 
 
+def _operator(args):
+    """An ONNX Runtime profile event's operator; convolutions split into depthwise, 1x1 and the rest."""
+    op = args["op_name"]
+    shapes = args.get("input_type_shape") or []
+    if op not in ("Conv", "FusedConv") or len(shapes) < 2:
+        return op
+    weight = next(iter(shapes[1].values()))  # (out, in / group, kh, kw)
+    window = "x".join(map(str, weight[2:]))
+    channels = next(iter(shapes[0].values()))[1]
+    if weight[1] == 1 and channels > 1:
+        return f"{op} depthwise {window}"
+    return f"{op} {window}"
+
+
 def _profile(path, x, threads, warmup, repeats):
     """Share of the single-image time per ONNX operator type, from ONNX Runtime's profiler.
 
@@ -122,7 +137,7 @@ def _profile(path, x, threads, warmup, repeats):
     totals = collections.Counter()
     for event in events:
         if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time") and event["ts"] >= start:
-            totals[event["args"]["op_name"]] += event["dur"]
+            totals[_operator(event["args"])] += event["dur"]
     whole = sum(totals.values()) or 1
     return {op: {"share": us / whole, "us_per_image": us / repeats} for op, us in totals.most_common()}
 
