@@ -242,7 +242,7 @@ def test_a_missing_runtime_package_names_the_extra(monkeypatch):
         _formats.require(("litert_torch",), "litert export from torch")
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="jax2onnx is not in the export extra: JAX refuses ONNX export")
+@pytest.mark.skipif(BACKEND != "jax" or not HAS_EXTRA, reason="JAX without jax2onnx (not in the export extra) refuses ONNX")
 def test_onnx_from_jax_names_jax2onnx(model, tmp_path):
     if importlib.util.find_spec("jax2onnx"):
         pytest.skip("jax2onnx is installed here")

@@ -98,7 +98,9 @@ def _prepare(name, config, folder, rng, pairs):
     for fmt, precision in pairs:
         path = os.path.join(folder, f"{name}-{precision}{_EXTENSIONS[fmt]}")
         int8 = precision == "int8"
-        written = export_model(model, path, quantize="int8" if int8 else "none", calibration=calibration if int8 else None)
+        written = export_model(
+            model, path, quantize="int8" if int8 else "none", calibration=calibration if int8 else None
+        )
         files[(fmt, precision)] = {"bytes": written["bytes"], "ops": written["ops"]}
         callables[(fmt, precision)] = open_runtime(path, config.threads)
     return model, info, callables, files

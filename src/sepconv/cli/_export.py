@@ -29,8 +29,8 @@ class ExportOptions:
     quantize: str = option("none", "none (float32) or int8 (static, calibrated)", check=_options.one_of(QUANTIZATIONS),
                            metavar="MODE")  # fmt: skip
     fold: bool = option(True, "fold BatchNormalization into the kernel and bias before it", check=_validation.boolean)
-    data: str = option(None, "CIFAR-10 copy: check on test images, report accuracies, calibrate int8 on training images",
-                       check=_validation.optional(_validation.string), metavar="PATH")  # fmt: skip
+    data: str = option(None, "CIFAR-10 copy: check on test images, report accuracies, calibrate int8 on "
+                       "training images", check=_validation.optional(_validation.string), metavar="PATH")  # fmt: skip
     calibration_data: str = option(None, "int8 calibration images as a .npy array (instead of --data)",
                                    check=_validation.optional(_validation.string), metavar="FILE")  # fmt: skip
     calibration_size: int = option(256, "int8 calibration images", check=_validation.positive_int,
@@ -65,14 +65,17 @@ def add_parser(subparsers):
 def _calibration(options, model):
     if options.quantize != "int8":
         if options.calibration_data:
-            raise ValueError(f"--calibration-data is used only with --quantize int8. Received: --quantize={options.quantize}")
+            raise ValueError(
+                f"--calibration-data is used only with --quantize int8. Received: --quantize={options.quantize}"
+            )
         return None
-    if options.calibration_data:
-        if not options.calibration_data.endswith(".npy"):
-            raise ValueError(f"--calibration-data must be a .npy file. Received: --calibration-data={options.calibration_data}")
-        if not os.path.isfile(options.calibration_data):
-            raise FileNotFoundError(f"No such calibration file. Received: --calibration-data={options.calibration_data}")
-        return np.load(options.calibration_data, allow_pickle=False)[: options.calibration_size]
+    path = options.calibration_data
+    if path:
+        if not path.endswith(".npy"):
+            raise ValueError(f"--calibration-data must be a .npy file. Received: --calibration-data={path}")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No such calibration file. Received: --calibration-data={path}")
+        return np.load(path, allow_pickle=False)[: options.calibration_size]
     if options.data:
         from sepconv.export import cifar10_images
 
@@ -135,6 +138,7 @@ def summary(result):
     ]
     if "keras_accuracy" in check:
         lines.append(
-            f"Test accuracy: Keras {100 * check['keras_accuracy']:.2f}%, exported {100 * check['exported_accuracy']:.2f}%"
+            f"Test accuracy: Keras {100 * check['keras_accuracy']:.2f}%, "
+            f"exported {100 * check['exported_accuracy']:.2f}%"
         )
     return lines

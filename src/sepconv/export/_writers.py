@@ -162,5 +162,7 @@ def check_calibration(calibration, model, name="calibration"):
             f"{name} must be images shaped like the model's input ({shown}). Received: {name}.shape={array.shape}"
         )
     if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"{name} must hold float images, normalized as in training. Received: {name}.dtype={array.dtype}")
+        raise ValueError(
+            f"{name} must hold float images, normalized as in training. Received: {name}.dtype={array.dtype}"
+        )
     return array.astype(np.float32)
