@@ -1,4 +1,4 @@
-"""Timing that explains itself: `sepconv bench layer | model | fit | tune`.
+"""Timing that explains itself: `sepconv bench layer | model | fit | export | tune`.
 
 Every figure is a median over synchronized repeats after warm-up, measured
 next to Keras' built-in layer and a memory copy of the same tensor in the
@@ -7,6 +7,8 @@ close it is to what the hardware allows and whether memory or compute
 bounds it.
 """
 
+from sepconv.bench._export import ExportBenchConfig
+from sepconv.bench._export import run as run_export_bench
 from sepconv.bench._fit import FitBenchConfig
 from sepconv.bench._fit import run as run_fit_bench
 from sepconv.bench._layer import LayerBenchConfig
@@ -17,6 +19,7 @@ from sepconv.bench._timing import Timing, measure, measure_interleaved, sync
 from sepconv.bench._tune import autotune
 
 __all__ = [
+    "ExportBenchConfig",
     "FitBenchConfig",
     "LayerBenchConfig",
     "ModelBenchConfig",
@@ -24,6 +27,7 @@ __all__ = [
     "autotune",
     "measure",
     "measure_interleaved",
+    "run_export_bench",
     "run_fit_bench",
     "run_layer_bench",
     "run_model_bench",

@@ -216,3 +216,46 @@ def model_summary(result):
                 f"{first} {_percent(base['fraction_of_matmul_peak'])}."
             )
     return lines
+
+
+def export_table(result):
+    config = result["config"]
+    table = Table(
+        title=f"sepconv bench export: single image and batch {config['batch_size']}, {config['threads']} runtime threads",
+        caption=escape(
+            "ms: median [first-third quartile]. x first: time of the first model / this model's (same runtime, "
+            "precision, call). int8 x: float32 time / int8 time."
+        ),
+    )
+    for column in ("model", "runtime", "precision", "MACs", "MB", "1 image ms", "x first", "int8 x",
+                   "batch ms", "img/s", "x first ", "int8 x "):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("model", "runtime", "precision") else "right")
+    rows = {}
+    for r in result["results"]:
+        rows.setdefault((r["model"], r["runtime"], r["precision"]), {})[r["call"]] = r
+    for (model, runtime, precision), calls in rows.items():
+        single, batch = calls.get("single"), calls.get("batch")
+        table.add_row(
+            model,
+            runtime,
+            precision,
+            f"{single['macs_per_image'] / 1e6:.1f}M" if single and single.get("macs_per_image") else "-",
+            f"{single['bytes'] / 1e6:.2f}" if single and "bytes" in single else "-",
+            _ms(single["time"]) if single else "-",
+            _number(single and single["speedup_vs_first"], ".2f"),
+            _number(single and single["int8_speedup"], ".2f"),
+            _ms(batch["time"]) if batch else "-",
+            _number(batch and batch["images_per_s"], ".0f"),
+            _number(batch and batch["speedup_vs_first"], ".2f"),
+            _number(batch and batch["int8_speedup"], ".2f"),
+        )
+    return table
+
+
+def profile_table(result, model, top=8):
+    table = Table(title=f"ONNX Runtime profile of {model} (float32, single image): time by operator type")
+    for column in ("operator", "share", "us / image"):
+        table.add_column(column, justify="left" if column == "operator" else "right")
+    for op, row in list(result["profiles"][model].items())[:top]:
+        table.add_row(op, _percent(row["share"]), f"{row['us_per_image']:.0f}")
+    return table

@@ -2,22 +2,23 @@
 
 Each command lives in `sepconv/cli/_<command>.py` with `add_parser(subparsers)` (which
 sets `func`); `COMMANDS` lists them in the order `sepconv --help` shows. Shared helpers
-are in `_args.py`. A bad value (`ValueError`, `FileNotFoundError`, or a flag argparse
-refuses) becomes one line on stderr and exit code 2; `--debug` shows the traceback.
+are in `_args.py`. A bad value (`ValueError`, `FileNotFoundError`, a missing optional
+package (`ImportError`), or a flag argparse refuses) becomes one line on stderr and exit
+code 2; `--debug` shows the traceback.
 """
 
 import sys
 
-from sepconv.cli import _bench, _compare, _convert, _count, _summary, _train
+from sepconv.cli import _bench, _compare, _convert, _count, _export, _summary, _train
 from sepconv.cli._args import Parser, UsageError
 
-COMMANDS = (_count, _summary, _train, _compare, _convert, _bench)
+COMMANDS = (_count, _summary, _train, _compare, _convert, _export, _bench)
 
 
 def build_parser():
     parser = Parser(
         prog="sepconv",
-        description="Depthwise separable convolutions: count, summarize, train, compare, convert, benchmark.",
+        description="Depthwise separable convolutions: count, summarize, train, compare, convert, export, benchmark.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -37,7 +38,7 @@ def main(argv=None):
         return 2
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ImportError) as error:
         if args.debug:
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -2,7 +2,8 @@
 
 `sepconv bench layer` times depthwise, pointwise, separable and regular
 convolutions at the tutorial VGG's shapes; `sepconv bench model` times
-training steps and inference of registry models; `sepconv bench fit` times
+training steps and inference of registry models; `sepconv bench export` times
+them exported, in ONNX Runtime and LiteRT (float32 and int8), Keras alongside; `sepconv bench fit` times
 real training epochs (the data pipeline included) next to the step they
 repeat; `sepconv bench tune`
 measures the depthwise implementations on a model's calls and caches the
@@ -14,7 +15,7 @@ from different runs. Flags come from the configs' fields
 
 import sys
 
-from sepconv.bench import _fit, _layer, _model, _render, _timing, _tune
+from sepconv.bench import _export, _fit, _layer, _model, _render, _timing, _tune
 from sepconv.cli import _args
 
 # `tune` times implementations on a model's own calls: no implementation to force, no peak.
@@ -57,6 +58,13 @@ def add_parser(subparsers):
     _args.add_options(fit, _fit.FitBenchConfig, skip=_FIT_SKIP)
     _outputs(fit)
     fit.set_defaults(func=run_fit)
+
+    export = commands.add_parser("export", help="latency and throughput in ONNX Runtime and LiteRT, Keras alongside")
+    default_models = " ".join(_export.ExportBenchConfig.models)
+    export.add_argument("models", nargs="*", metavar="MODEL", help=f"registry model names (default: {default_models})")
+    _args.add_options(export, _export.ExportBenchConfig)
+    _outputs(export)
+    export.set_defaults(func=run_export)
 
     tune = commands.add_parser("tune", help="measure depthwise implementations on a model, cache the fastest")
     tune.add_argument("models", nargs="+", metavar="MODEL", help="registry model names")
@@ -105,6 +113,15 @@ def run_fit(args):
         options["models"] = tuple(args.models)
     result = _fit.run(_fit.FitBenchConfig(**options), progress=None if args.json else _progress)
     return _emit(args, result, [_render.fit_table(result)], [_render.environment_line(result)])
+
+
+def run_export(args):
+    options = _args.options_from_args(args, _export.ExportBenchConfig)
+    if args.models:
+        options["models"] = tuple(args.models)
+    result = _export.run(_export.ExportBenchConfig(**options), progress=None if args.json else _progress)
+    tables = [_render.export_table(result)] + [_render.profile_table(result, name) for name in result["profiles"]]
+    return _emit(args, result, tables, [_render.environment_line(result)])
 
 
 def run_tune(args):

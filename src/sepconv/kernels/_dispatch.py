@@ -39,6 +39,11 @@ those two.
 
 `max_pool(...)` is the same idea for the pooling between separable blocks:
 on PyTorch it keeps channels_last tensors in their layout (`_torch.py`).
+`export_paths()` is the path for exported graphs (`sepconv.export`): within it every
+depthwise step is the backend's depthwise op and every pointwise step a 1x1
+convolution, whatever the setting, so ONNX and LiteRT get one depthwise convolution
+and one 1x1 convolution per layer, operators their runtimes implement natively.
+
 `batch_norm_training(...)` gives the training-mode batch normalization of
 `sepconv.layers.BatchNormalization` one fused kernel where the backend has one
 (TensorFlow's FusedBatchNormV3, torch's batch_norm; XLA fuses JAX's itself).
@@ -59,6 +64,7 @@ _setting = None  # None: read SEPCONV_DEPTHWISE, default "auto"
 _chosen = {}  # call signature -> name "auto" resolved to
 _chosen_for = None  # (autotune generation, SEPCONV_CACHE_DIR) the entries of `_chosen` were resolved with
 _MAX_CHOSEN = 4096  # distinct signatures remembered before starting over
+_exporting = False  # within `export_paths()`
 
 
 def available_implementations(rank=None):
@@ -90,6 +96,25 @@ def use_depthwise_implementation(name):
         yield
     finally:
         _setting = previous
+
+
+@contextlib.contextmanager
+def export_paths():
+    """Within the block, layers trace to the operators export formats run natively.
+
+    Depthwise steps use the backend's depthwise (grouped) convolution, never the
+    shifted per-tap formulation or a custom kernel; pointwise steps a 1x1 convolution
+    (plus bias) rather than a matmul over a reshaped tensor; pooling Keras' own op.
+    Exporters map these one to one: ONNX `Conv` (group = channels) and `Conv`,
+    LiteRT `DEPTHWISE_CONV_2D` and `CONV_2D`. Same results as the other paths.
+    """
+    global _exporting
+    previous = _exporting
+    _exporting = True
+    try:
+        yield
+    finally:
+        _exporting = previous
 
 
 def get_depthwise_implementation():
@@ -265,6 +290,8 @@ def depthwise_conv(x, kernel, strides, padding, data_format, dilation_rate):
     """
     global _chosen_for
     strides, dilation_rate = tuple(strides), tuple(dilation_rate)
+    if _exporting:
+        return _portable.depthwise_native(x, kernel, strides, padding, data_format, dilation_rate)
     name = get_depthwise_implementation()
     if name == "auto":
         cache = (_autotune.generation, os.environ.get("SEPCONV_CACHE_DIR"))
@@ -288,8 +315,11 @@ def pointwise_conv(x, kernel, data_format, bias=None):
     A matmul over the channel axis (as fast as or faster than a 1x1
     convolution on every backend; on JAX several times faster in backward).
     On PyTorch a bias is added inside the GEMM (`addmm`); elsewhere the
-    compiler (XLA, Grappler) fuses the bias add into its consumer.
+    compiler (XLA, Grappler) fuses the bias add into its consumer. Within
+    `export_paths()`, a 1x1 convolution.
     """
+    if _exporting:
+        return _portable.pointwise_conv1x1(x, kernel, data_format, bias)
     if keras.backend.backend() == "torch":
         from sepconv.kernels import _torch
 
@@ -308,7 +338,7 @@ def max_pool(x, pool_size, strides=None, padding="valid", data_format=None):
     strides = pool_size if strides is None else _validation.int_tuple(strides, rank, "strides")
     padding = _validation.choice(str(padding).lower(), ("valid", "same"), "padding")
     data_format = _validation.data_format(data_format)
-    if keras.backend.backend() == "torch":
+    if keras.backend.backend() == "torch" and not _exporting:
         from sepconv.kernels import _torch
 
         y = _torch.max_pool(x, tuple(pool_size), tuple(strides), padding, data_format)

@@ -152,6 +152,12 @@ def pointwise(x, kernel, data_format, bias=None):
     return y if bias is None else add_bias(y, bias, data_format)
 
 
+def pointwise_conv1x1(x, kernel, data_format, bias=None):
+    """1x1 convolution (+ bias) as a convolution op: what exporters map to ONNX `Conv`, LiteRT `CONV_2D`."""
+    y = ops.conv(x, kernel, strides=1, padding="valid", data_format=data_format)
+    return y if bias is None else add_bias(y, bias, data_format)
+
+
 def add_bias(x, bias, data_format):
     if data_format == "channels_last":
         return x + bias

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Export evidence (TensorFlow 2.21, the 2-core shared CPU): two small models trained briefly,
+# exported to ONNX and LiteRT, float32 and int8, each checked in its runtime on the 10,000
+# CIFAR-10 test images; every registry model exported and checked; the runtime benchmark.
+set -u
+export KERAS_BACKEND=tensorflow  # and SEPCONV_DATA: the CIFAR-10 copy
+for model in vgg_separable vgg_mobilenet; do
+  sepconv train $model --train-size 20000 --epochs 4 --out train/$model --quiet
+  for fmt in onnx tflite; do
+    sepconv export train/$model/$model/final.keras $model.$fmt --data "$SEPCONV_DATA" \
+      --json --output-json check-$model-float32-$fmt.json > /dev/null
+    sepconv export train/$model/$model/final.keras $model-int8.$fmt --quantize int8 --calibration-size 1024 \
+      --data "$SEPCONV_DATA" --json --output-json check-$model-int8-$fmt.json > /dev/null
+  done
+  cp train/$model/config.json train-$model-config.json; cp train/$model/results.json train-$model-results.json
+done
+python tools/export_zoo.py --output zoo-tensorflow.json > /dev/null
+sepconv bench export --threads 1 --profile --output bench-tensorflow.json

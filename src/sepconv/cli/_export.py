@@ -1,0 +1,144 @@
+"""`sepconv export`: a `.keras` model as an ONNX or LiteRT file, checked in its runtime.
+
+Loads MODEL (Keras' safe mode unless `--unsafe`), folds BatchNormalization into the
+kernels before it, writes OUT (`.onnx` for ONNX Runtime, `.tflite` for LiteRT; float32,
+or int8 with `--quantize int8` and calibration images), then runs OUT in its runtime on a
+batch and compares with Keras: max abs difference (float32, must be <= 1e-5) or top-1
+agreement (int8, must be >= 99%). With `--data`, the check runs on CIFAR-10 test images
+and reports both test accuracies; int8 calibrates on CIFAR-10 training images. Exit code
+1 when the check fails (the file is kept, to inspect). Needs `pip install 'sepconv[export]'`.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from sepconv import _options, _provenance, _validation
+from sepconv._options import option
+from sepconv.cli import _args
+
+QUANTIZATIONS = ("none", "int8")
+CHECK_SAMPLES = 32
+
+
+@dataclasses.dataclass
+class ExportOptions:
+    """The settings of `sepconv export` (flags generated from these fields)."""
+
+    quantize: str = option("none", "none (float32) or int8 (static, calibrated)", check=_options.one_of(QUANTIZATIONS),
+                           metavar="MODE")  # fmt: skip
+    fold: bool = option(True, "fold BatchNormalization into the kernel and bias before it", check=_validation.boolean)
+    data: str = option(None, "CIFAR-10 copy: check on test images, report accuracies, calibrate int8 on "
+                       "training images", check=_validation.optional(_validation.string), metavar="PATH")  # fmt: skip
+    calibration_data: str = option(None, "int8 calibration images as a .npy array (instead of --data)",
+                                   check=_validation.optional(_validation.string), metavar="FILE")  # fmt: skip
+    calibration_size: int = option(256, "int8 calibration images", check=_validation.positive_int,
+                                   parse=_options.parse_int, metavar="N")  # fmt: skip
+    eval_size: int = option(None, "CIFAR-10 test images to check on with --data (default: all)",
+                            check=_validation.optional(_validation.positive_int), parse=_options.parse_int,
+                            metavar="N")  # fmt: skip
+    threads: int = option(None, "runtime threads for the check (default: the runtime's)",
+                          check=_validation.optional(_validation.positive_int), parse=_options.parse_int,
+                          metavar="N")  # fmt: skip
+
+    def __post_init__(self):
+        _options.validate(self)
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "export", help="write a model for ONNX Runtime or LiteRT, float32 or int8, checked", description=__doc__
+    )
+    parser.add_argument("model", metavar="MODEL", help="the model, a .keras file")
+    parser.add_argument("output", metavar="OUT", help="the file to write: .onnx (ONNX Runtime) or .tflite (LiteRT)")
+    _args.add_options(parser, ExportOptions)
+    parser.add_argument(
+        "--unsafe", action="store_true", help="load MODEL with safe_mode=False: only for files you trust"
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--output-json", metavar="FILE", help="also save the JSON result to FILE")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _calibration(options, model):
+    if options.quantize != "int8":
+        if options.calibration_data:
+            raise ValueError(
+                f"--calibration-data is used only with --quantize int8. Received: --quantize={options.quantize}"
+            )
+        return None
+    path = options.calibration_data
+    if path:
+        if not path.endswith(".npy"):
+            raise ValueError(f"--calibration-data must be a .npy file. Received: --calibration-data={path}")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No such calibration file. Received: --calibration-data={path}")
+        return np.load(path, allow_pickle=False)[: options.calibration_size]
+    if options.data:
+        from sepconv.export import cifar10_images
+
+        return cifar10_images(options.data, model, options.calibration_size, split="train")[0]
+    raise ValueError("--quantize int8 needs calibration images: --data PATH (CIFAR-10) or --calibration-data FILE.npy. "
+                     "Received: --quantize=int8")  # fmt: skip
+
+
+def _check_inputs(options, model, calibration):
+    """`(x, y, description)`: what the exported file is compared with Keras on."""
+    if options.data:
+        from sepconv.export import cifar10_images
+
+        x, y = cifar10_images(options.data, model, options.eval_size, split="test")
+        return x, y, f"{len(y)} CIFAR-10 test images"
+    if calibration is not None:
+        return calibration, None, f"the {len(calibration)} calibration images"
+    shape = tuple(model.inputs[0].shape[1:])
+    x = np.random.default_rng(0).standard_normal((CHECK_SAMPLES, *shape)).astype(np.float32)
+    return x, None, f"{CHECK_SAMPLES} random N(0, 1) inputs"
+
+
+def run(args):
+    from sepconv.export import check_export, export_model, format_of
+
+    options = ExportOptions(**_args.options_from_args(args, ExportOptions))
+    format_of(args.output, "OUT")
+    model = _args.load_model(args.model, unsafe=args.unsafe)
+    calibration = _calibration(options, model)
+    export = export_model(model, args.output, quantize=options.quantize, calibration=calibration, fold=options.fold)
+    x, y, description = _check_inputs(options, model, calibration)
+    check = check_export(model, args.output, x, y, quantize=options.quantize, threads=options.threads)
+    check["inputs"] = description
+    result = {
+        "model": args.model,
+        "environment": _provenance.environment(),
+        "options": dataclasses.asdict(options),
+        "export": export,
+        "check": check,
+    }
+    _args.emit_json(result, output=args.output_json, stdout=args.json)
+    if not args.json:
+        console = _args.console()
+        for line in summary(result):
+            console.print(line, highlight=False)
+    return 0 if check["passed"] else 1
+
+
+def summary(result):
+    """Lines for the terminal."""
+    export, check = result["export"], result["check"]
+    bn = export["batch_norm"]
+    ops = ", ".join(f"{name} {count}" for name, count in export["ops"].items())
+    lines = [
+        f"Wrote {export['path']} ({export['format']}, {export['quantize']}, {export['bytes'] / 1e6:.2f} MB) from "
+        f"{export['backend']}; BatchNormalization folded: {bn['folded']}, left: {bn['left']}",
+        f"Operators: {ops}",
+        f"Check in {check['runtime']} on {check['inputs']}: max abs diff {check['max_abs_diff']:.2e}, top-1 agreement "
+        f"{100 * check['top1_agreement']:.2f}% -> {'passed' if check['passed'] else 'FAILED'} ({check['criterion']})",
+    ]
+    if "keras_accuracy" in check:
+        lines.append(
+            f"Test accuracy: Keras {100 * check['keras_accuracy']:.2f}%, "
+            f"exported {100 * check['exported_accuracy']:.2f}%"
+        )
+    return lines

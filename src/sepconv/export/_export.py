@@ -1,0 +1,113 @@
+"""`export_model`: fold, write, and `check_export`: run the file, compare with Keras."""
+
+import os
+
+import keras
+import numpy as np
+
+from sepconv import _validation
+from sepconv.export import _formats, _runtime, _writers
+from sepconv.export._folding import fold_batch_norm
+
+# Float files must match Keras to this max abs difference (softmax outputs); int8 files
+# must agree on the top-1 class of this fraction of the checked images.
+FLOAT_TOLERANCE = 1e-5
+INT8_AGREEMENT = 0.99
+
+
+def export_model(model, path, *, quantize="none", calibration=None, fold=True):
+    """Writes `model` for ONNX Runtime (`.onnx`) or LiteRT (`.tflite`); returns what was written.
+
+    Args:
+        model: a Keras model (Functional or Sequential).
+        path: the file to write; its extension picks the format.
+        quantize: "none" (float32) or "int8" (post-training static quantization of
+            weights and activations, see `sepconv.export._writers`).
+        calibration: for "int8", float32 images shaped like the model's input and
+            normalized as in training (a few hundred are enough).
+        fold: fold BatchNormalization into the kernel and bias before it first
+            (`fold_batch_norm`); the exported graph has no normalization left there.
+
+    Returns:
+        A JSON-ready dict: path, format, backend, quantize, folded/left BatchNormalization
+        counts, calibration size, file size in bytes, operators of the file.
+
+    Raises:
+        ValueError: an unknown extension or quantization, a format the backend cannot
+            write, calibration data of the wrong shape, layers the format cannot express.
+        MissingPackageError: an exporter or runtime package is missing (an ImportError).
+    """
+    fmt = _formats.check_request(path, quantize)
+    _validation.boolean(fold, "fold")
+    if quantize == "int8":
+        if calibration is None:
+            raise ValueError(
+                "int8 quantization needs calibration images shaped like the model's input. Received: calibration=None"
+            )
+        calibration = _writers.check_calibration(calibration, model)
+    elif calibration is not None:
+        raise ValueError(f"calibration is used only with quantize='int8'. Received: quantize={quantize!r}")
+    folded, counts = fold_batch_norm(model) if fold else (model, {"folded": 0, "left": None})
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"No such folder for the exported file. Received: path={path}")
+    # Keras exports only models that have run once (a clone has not).
+    zeros = [np.zeros((1, *t.shape[1:]), t.dtype) for t in folded.inputs]
+    folded(zeros[0] if len(zeros) == 1 else zeros, training=False)
+    (_writers.write_onnx if fmt == "onnx" else _writers.write_litert)(folded, path, calibration)
+    return {
+        "path": str(path),
+        "format": fmt,
+        "backend": keras.backend.backend(),
+        "quantize": quantize,
+        "batch_norm": counts,
+        "calibration_images": None if calibration is None else len(calibration),
+        "bytes": os.path.getsize(path),
+        "ops": dict(sorted(_runtime.open_runtime(path).ops().items())),
+    }
+
+
+def check_export(model, path, x, y=None, *, quantize="none", threads=None, batch_size=64):
+    """Runs the exported `path` in its runtime on `x` and compares it with `model` (Keras).
+
+    Returns a dict: samples, max_abs_diff, top1_agreement, the criterion and whether it
+    `passed` (float: max abs difference <= `FLOAT_TOLERANCE`; int8: top-1 agreement >=
+    `INT8_AGREEMENT`), and with labels `y` the test accuracy of both.
+    """
+    runtime = _runtime.open_runtime(path, threads)
+    x = np.asarray(x, np.float32)
+    expected = keras.ops.convert_to_numpy(model.predict(x, batch_size=batch_size, verbose=0))
+    got = _runtime.run_batches(runtime, x, batch_size)
+    if expected.shape != got.shape:
+        raise ValueError(
+            f"The exported file's outputs do not have the model's shape {expected.shape}. Received: shape={got.shape}"
+        )
+    difference = float(np.max(np.abs(expected.astype(np.float64) - got)))
+    agreement = float(np.mean(np.argmax(expected, -1) == np.argmax(got, -1)))
+    result = {"runtime": runtime.name, "samples": len(x), "max_abs_diff": difference, "top1_agreement": agreement}
+    if quantize == "int8":
+        result.update(criterion=f"top1_agreement >= {INT8_AGREEMENT}", passed=agreement >= INT8_AGREEMENT)
+    else:
+        result.update(criterion=f"max_abs_diff <= {FLOAT_TOLERANCE:g}", passed=difference <= FLOAT_TOLERANCE)
+    if y is not None:
+        y = np.asarray(y).reshape(-1)
+        result["keras_accuracy"] = float(np.mean(np.argmax(expected, -1) == y))
+        result["exported_accuracy"] = float(np.mean(np.argmax(got, -1) == y))
+    return result
+
+
+def cifar10_images(source, model, size=None, split="test", seed=0):
+    """`(images, labels)`: `size` CIFAR-10 images of `split` (all by default), normalized as in training.
+
+    A seeded random draw, kept in file order (image-folder copies list images class by class).
+    """
+    from sepconv.convert._finetune import cifar10_image_format
+    from sepconv.data import Batches, load_cifar10
+
+    data = load_cifar10(source, progress=False)
+    x, y = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
+    if size is not None and size < len(y):
+        rows = np.sort(np.random.default_rng(seed).permutation(len(y))[:size])
+        x, y = x[rows], y[rows]
+    batches = Batches(x, y, batch_size=len(y), shuffle=False, data_format=cifar10_image_format(model))
+    return batches[0]

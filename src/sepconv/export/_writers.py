@@ -1,0 +1,168 @@
+"""Writing ONNX and LiteRT files with Keras' exporters, float32 or int8.
+
+Every file is written under a temporary name next to its target and renamed over it
+when complete (`sepconv._atomic`): a failed export leaves nothing behind. Models are
+traced within `sepconv.kernels.export_paths()`, so each separable layer becomes one
+depthwise convolution and one 1x1 convolution.
+
+int8 is post-training static quantization (weights and activations, scales from a
+calibration set; Jacob et al. 2018):
+
+- LiteRT: the TFLite converter with `Optimize.DEFAULT`, a representative dataset and
+  `TFLITE_BUILTINS_INT8` only (full-integer kernels; float32 input and output, quantized
+  at the edges).
+- ONNX: ONNX Runtime's `quant_pre_process` (shape inference, graph optimization), then
+  `quantize_static` in the QDQ format with per-channel weights, unsigned 8-bit
+  activations and signed 8-bit weights, min-max calibration: what `quantize_static`'s
+  documentation recommends for CNNs on x86 CPUs with VNNI (ONNX Runtime 1.32). Dynamic
+  quantization is not offered: ONNX Runtime's CPU provider has no kernel for
+  dynamically quantized convolutions (ConvInteger).
+"""
+
+import contextlib
+import io
+import logging
+import os
+import re
+import tempfile
+
+import numpy as np
+
+from sepconv import kernels
+from sepconv._atomic import atomic_path
+from sepconv.export import _runtime
+
+_CALIBRATION_BATCH = 32
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silences the converters' progress messages (tf2onnx logs, Keras' prints)."""
+    loggers = [logging.getLogger(name) for name in ("tf2onnx", "onnx", "absl")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _reason(error):
+    """The most telling line of a converter's or runtime's (often multi-line) error."""
+    text = str(error)
+    missing = re.findall(r"Custom ops: ([\w, .]+)", text) or re.findall(r"No Op registered for (\w+)", text)
+    if missing:
+        return f"operators the runtime does not implement: {', '.join(sorted(set(missing)))}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if "not supported" in line or "unsupported" in line.lower():
+            return line
+    return lines[0] if lines else type(error).__name__
+
+
+def _export(model, temp, fmt, **options):
+    """`model.export` to `temp`, then loads `temp` in its runtime: a file it cannot run is an error."""
+    try:
+        with kernels.export_paths(), _quiet():
+            model.export(temp, format=fmt, verbose=False, **options)
+        runtime = _runtime.OnnxRuntime(temp) if fmt == "onnx" else _runtime.LiteRT(temp)
+        runtime.load()
+    except ImportError:
+        raise
+    except Exception as error:  # converter and runtime errors (ConverterError, tf2onnx, torch.onnx, ORT)
+        raise ValueError(
+            f"The model cannot be exported to {fmt}: {_reason(error)}. Received: model={model.name}"
+        ) from error
+
+
+def write_onnx(model, path, calibration=None):
+    """Writes `model` to `path` as ONNX, float32, or int8 QDQ with `calibration` images."""
+    with atomic_path(path, suffix=".onnx") as temp:
+        if calibration is None:
+            _export(model, temp, "onnx")
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            float_path = os.path.join(folder, "float.onnx")
+            prepared = os.path.join(folder, "prepared.onnx")
+            _export(model, float_path, "onnx")
+            _quantize_onnx(float_path, prepared, temp, calibration)
+
+
+def _quantize_onnx(float_path, prepared, output, calibration):
+    from onnxruntime import quantization as q
+
+    with _quiet():
+        q.quant_pre_process(float_path, prepared)
+    inputs = _input_name(prepared)
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(
+                calibration[i : i + _CALIBRATION_BATCH] for i in range(0, len(calibration), _CALIBRATION_BATCH)
+            )
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {inputs: batch}
+
+    q.quantize_static(
+        prepared,
+        output,
+        Reader(),
+        quant_format=q.QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=q.QuantType.QUInt8,
+        weight_type=q.QuantType.QInt8,
+        calibrate_method=q.CalibrationMethod.MinMax,
+    )
+
+
+def _input_name(onnx_path):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    return session.get_inputs()[0].name
+
+
+def write_litert(model, path, calibration=None):
+    """Writes `model` to `path` as LiteRT builtins only, float32, or int8 with `calibration` images.
+
+    Builtin operators only (no `SELECT_TF_OPS`, which Keras allows by default): a model
+    that needs TensorFlow kernels inside LiteRT is refused here rather than written as
+    a file the plain LiteRT runtime cannot run.
+    """
+    import tensorflow as tf
+
+    options = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
+    if calibration is not None:
+
+        def representative():
+            for i in range(len(calibration)):
+                yield [calibration[i : i + 1]]
+
+        options = {
+            "optimizations": [tf.lite.Optimize.DEFAULT],
+            "representative_dataset": representative,
+            "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+        }
+    with atomic_path(path, suffix=".tflite") as temp:
+        _export(model, temp, "litert", **options)
+
+
+def check_calibration(calibration, model, name="calibration"):
+    """float32 images shaped like `model`'s input, at least one."""
+    array = np.asarray(calibration)
+    expected = tuple(model.inputs[0].shape[1:])
+    if array.ndim != len(expected) + 1 or tuple(array.shape[1:]) != expected or len(array) == 0:
+        shown = "x".join("N" if d is None else str(d) for d in (None, *expected))
+        raise ValueError(
+            f"{name} must be images shaped like the model's input ({shown}). Received: {name}.shape={array.shape}"
+        )
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(
+            f"{name} must hold float images, normalized as in training. Received: {name}.dtype={array.dtype}"
+        )
+    return array.astype(np.float32)
