@@ -136,6 +136,9 @@ def test_alternating_steps_never_increase_the_error_and_beat_the_svd(rng):
     before = numpy(model(held_out))
     assert relative_error(before, new_model(held_out)) < relative_error(before, svd_model(held_out))
     assert report.reconstruction.startswith("alternating least squares on the pre-activation outputs, 3 iteration")
+    on_calibration = relative_error(model(x), new_model(x))
+    assert report.network_error_after == pytest.approx(on_calibration, rel=1e-4)
+    assert report.network_error_before == pytest.approx(relative_error(model(x), svd_model(x)), rel=1e-4)
 
 
 @pytest.mark.slow

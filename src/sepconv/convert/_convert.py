@@ -284,9 +284,10 @@ def convert(
         replacements[id(candidate.layer)] = (_rewrite.separable_like(candidate.layer, r), depthwise, pointwise)
     new_model, clones = _rewrite.rebuild(model, replacements)
 
-    fits, reconstruction = {}, "not done (reconstruct=False)"
+    fits, reconstruction, network_errors = {}, "not done (reconstruct=False)", (None, None)
     if reconstruct:
         targets = [(c.path, c.layer, clones[id(c.layer)]) for c in candidates]
+        error_before = _reconstruct.network_error(model, new_model, calibration, calibration_batch_size)
         fits = _reconstruct.reconstruct(
             model,
             new_model,
@@ -297,6 +298,7 @@ def convert(
             ridge=ridge,
             verbose=verbose,
         )
+        network_errors = (error_before, _reconstruct.network_error(model, new_model, calibration, calibration_batch_size))
         largest = max(candidates, key=lambda c: fits[id(c.layer)].nbytes)
         reconstruction = (
             f"alternating least squares on the pre-activation outputs, {iterations} iteration(s), "
@@ -324,5 +326,7 @@ def convert(
         calibration=calibration_note,
         counting=counting,
         reconstruction=reconstruction,
+        network_error_before=network_errors[0],
+        network_error_after=network_errors[1],
     )
     return new_model, report

@@ -22,7 +22,7 @@ import numpy as np
 from sepconv.convert import _calibrate, _least_squares
 from sepconv.data._load_progress import progress_bar
 
-__all__ = ["LayerFit", "channel_blocks", "check_enough", "reconstruct"]
+__all__ = ["LayerFit", "channel_blocks", "check_enough", "network_error", "reconstruct"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +100,19 @@ def _normal_equations(model, new_model, old, new, data, batch_size, bar, task, d
         done += 1
         bar.update(task, completed=done)
     return normal, done
+
+
+def network_error(model, new_model, data, batch_size=32):
+    """``||new_model(x) - model(x)|| / ||model(x)||`` over all outputs and calibration samples."""
+    squared_error = squared_norm = 0.0
+    for batch in _batches(data, batch_size):
+        expected = keras.tree.flatten(model(batch, training=False))
+        got = keras.tree.flatten(new_model(batch, training=False))
+        for a, b in zip(expected, got):
+            a = keras.ops.convert_to_numpy(a).astype(np.float64)
+            squared_error += float(np.sum(np.square(a - keras.ops.convert_to_numpy(b))))
+            squared_norm += float(np.sum(np.square(a)))
+    return math.sqrt(squared_error / squared_norm) if squared_norm > 0 else None
 
 
 def _assign(variable, value):

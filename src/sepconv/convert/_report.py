@@ -83,7 +83,9 @@ class ConversionReport:
 
     `rule` names how ranks were chosen; `calibration` where output errors come
     from; `counting` how parameters and MACs were counted; `reconstruction`
-    how layers were refitted on the data (and the memory it took). Model totals
+    how layers were refitted on the data (and the memory it took);
+    `network_error_before`/`_after` the relative error of the model's outputs
+    on the calibration data, SVD only and after reconstruction. Model totals
     (`params_*`, `macs_*`) cover every layer; `macs_*` are None when the
     model's shapes are not fully known.
     """
@@ -99,6 +101,8 @@ class ConversionReport:
     calibration: str
     counting: str
     reconstruction: str = "not done (reconstruct=False)"
+    network_error_before: float | None = None
+    network_error_after: float | None = None
 
     def to_dict(self):
         """A JSON-ready dictionary of everything in the report."""
@@ -108,6 +112,8 @@ class ConversionReport:
             "calibration": self.calibration,
             "counting": self.counting,
             "reconstruction": self.reconstruction,
+            "network_error_before": self.network_error_before,
+            "network_error_after": self.network_error_after,
             "totals": {
                 "params_before": self.params_before,
                 "params_after": self.params_after,
@@ -186,5 +192,12 @@ def render_report(report):
         f"Counting: {report.counting}",
         f"Reconstruction: {report.reconstruction}",
     ]
+    if report.network_error_after is not None:
+        notes += [
+            f"Model output error on the calibration data: {_fraction(report.network_error_before)} (SVD) -> "
+            f"{_fraction(report.network_error_after)} (reconstructed). Reconstructed error: each layer before its "
+            "activation, fed the converted network's inputs; Output error: each layer alone on the original "
+            "network's inputs (a reconstructed layer also corrects its predecessors' errors, so it can be large)."
+        ]
     notes += [f"{row.name}: {note}" for row in report.layers for note in row.notes]
     return Group(*parts, *(Text(note) for note in notes))
