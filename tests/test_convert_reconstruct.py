@@ -198,7 +198,8 @@ def test_reconstruction_errors_are_pinned(rng):
          "calibration must hold the same positive number of samples in every input. Received: calibration sizes=[0]"),
         (dict(calibration=x, iterations=-1), ValueError, "iterations must be non-negative. Received: iterations=-1"),
         (dict(calibration=x, ridge=-1.0), ValueError, "ridge must be a number in [0, inf). Received: ridge=-1.0"),
-        (dict(calibration=x, reconstruct="yes"), TypeError, "reconstruct must be True or False. Received: reconstruct='yes'"),
+        (dict(calibration=x, reconstruct="yes"), TypeError,
+         "reconstruct must be True or False. Received: reconstruct='yes'"),
     ]  # fmt: skip
     for kwargs, error, message in cases:
         kwargs = {"rank": 1, "reconstruct": True, **kwargs}

@@ -223,10 +223,11 @@ def run(args):
     if args.finetune_epochs:
         tuned = result["finetune"]
         accuracy = tuned["accuracy"]
-        how = "labels only" if tuned["label_weight"] == 1 else f"distilled from IN at temperature {tuned['temperature']:g}"
+        how = f"distilled from IN, temperature {tuned['temperature']:g}"
+        how = "labels only" if tuned["label_weight"] == 1 else how
         console.print(
-            f"Fine-tuned {tuned['epochs']} epoch(s) on {tuned['train_images']:,} images ({how}). Validation accuracy on "
-            f"{tuned['validation']}: original {accuracy['original']:.4f}, converted "
+            f"Fine-tuned {tuned['epochs']} epoch(s) on {tuned['train_images']:,} images ({how}). "
+            f"Validation accuracy on {tuned['validation']}: original {accuracy['original']:.4f}, converted "
             f"{accuracy['converted']:.4f}, fine-tuned {accuracy['finetuned']:.4f}",
             highlight=False,
         )

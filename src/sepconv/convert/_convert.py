@@ -298,7 +298,8 @@ def convert(
             ridge=ridge,
             verbose=verbose,
         )
-        network_errors = (error_before, _reconstruct.network_error(model, new_model, calibration, calibration_batch_size))
+        error_after = _reconstruct.network_error(model, new_model, calibration, calibration_batch_size)
+        network_errors = (error_before, error_after)
         largest = max(candidates, key=lambda c: fits[id(c.layer)].nbytes)
         reconstruction = (
             f"alternating least squares on the pre-activation outputs, {iterations} iteration(s), "

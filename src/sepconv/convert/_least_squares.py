@@ -83,7 +83,7 @@ def patches(layer, x):
     one_hot = np.eye(taps, dtype="float32").reshape(*window, 1, taps)
     kernel = np.broadcast_to(one_hot, (*window, channels, taps)).copy()
     out = keras.ops.depthwise_conv(
-        x, kernel, strides=layer.strides, padding=padding, data_format="channels_last", dilation_rate=layer.dilation_rate
+        x, kernel, layer.strides, padding, data_format="channels_last", dilation_rate=layer.dilation_rate
     )
     return np.asarray(keras.ops.convert_to_numpy(out)).reshape(-1, channels * taps)
 
