@@ -255,8 +255,12 @@ def test_finetune_distills_from_the_teacher_and_leaves_it_untouched(rng):
     student, _ = convert(teacher, rank=1, calibration=None)
     images = rng.integers(0, 256, size=(32, 8, 8, 3), dtype=np.uint8)
     train = Batches(images, rng.integers(0, 3, size=32), batch_size=16, seed=0)
+    student.get_layer("norm").trainable = True
     weights = [numpy(w) for w in teacher.weights]
+    statistics = numpy(student.get_layer("norm").moving_mean)
     history = finetune(student, train, epochs=3, learning_rate=1e-2, verbose=0, teacher=teacher, temperature=2.0)
+    np.testing.assert_array_equal(numpy(student.get_layer("norm").moving_mean), statistics)  # frozen BatchNorm
+    assert student.get_layer("norm").trainable
     assert history["loss"][-1] < history["loss"][0] and "accuracy" in history
     for before, after in zip(weights, teacher.weights):
         np.testing.assert_array_equal(before, numpy(after))

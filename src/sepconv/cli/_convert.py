@@ -132,6 +132,11 @@ def add_parser(subparsers):
         help="share of the labels' cross-entropy in the fine-tuning loss, in [0, 1] (default 0: IN's outputs "
         "only; 1: labels only)",
     )
+    parser.add_argument(
+        "--train-batch-norm",
+        action="store_true",
+        help="fine-tune BatchNorm layers in training mode (default: frozen, in inference mode)",
+    )
     parser.add_argument("--from-logits", action="store_true", help="the model outputs logits, not probabilities")
     parser.add_argument(
         "--unsafe",
@@ -212,6 +217,7 @@ def run(args):
             verbose=0 if args.json else "auto",
             temperature=args.temperature,
             label_weight=args.label_weight,
+            freeze_batch_norm=not args.train_batch_norm,
         )
     save_model(new_model, args.output)
 

@@ -16,7 +16,16 @@ when the models end in a softmax: the same up to a constant per sample) and
 the hard one's (Hinton et al., Sec. 2). The teacher runs in inference mode
 inside the training graph, on the same augmented batch as the student, and is
 never updated.
+
+By default the student's BatchNorm layers stay in inference mode, their
+statistics and scales frozen (`freeze_batch_norm`): reconstruction fitted each
+layer with those statistics, and a short fine-tune in training mode replaces
+them by a partial moving average of batch statistics (a teacher whose own
+moving statistics lag its training, as after a few epochs, made the student
+worse than before the fine-tune: docs/results/convert-reconstruct/).
 """
+
+import contextlib
 
 import keras
 
@@ -59,6 +68,21 @@ def _student_accuracy(classes):
     return accuracy
 
 
+@contextlib.contextmanager
+def _frozen_batch_norm(model, frozen):
+    """BatchNormalization layers of `model` not trainable (so in inference mode) while active."""
+    layers = [layer for layer in model._flatten_layers(include_self=False) if frozen and
+              isinstance(layer, keras.layers.BatchNormalization)]  # fmt: skip
+    saved = [(layer, layer.trainable) for layer in layers]
+    for layer in layers:
+        layer.trainable = False
+    try:
+        yield
+    finally:
+        for layer, flag in saved:
+            layer.trainable = flag
+
+
 class _Distilled(keras.Model):
     """`concat([student(x), teacher(x)])`: the teacher in inference mode, never differentiated.
 
@@ -76,7 +100,7 @@ class _Distilled(keras.Model):
 
 
 def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, from_logits=False, verbose="auto",
-             teacher=None, temperature=4.0, label_weight=0.0):  # fmt: skip
+             teacher=None, temperature=4.0, label_weight=0.0, freeze_batch_norm=True):  # fmt: skip
     """Trains `model` in place and returns the `fit` history as a dict.
 
     Args:
@@ -95,6 +119,8 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
         temperature: softens both output distributions, > 0.
         label_weight: in [0, 1], the labels' share of the loss (0: the
             teacher's outputs only; 1: labels only, as without a teacher).
+        freeze_batch_norm: keep `model`'s BatchNormalization layers in
+            inference mode, statistics and scales unchanged.
 
     Returns:
         `{metric: [value per epoch]}` (`loss`, `accuracy`, and `val_*`).
@@ -103,6 +129,12 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
     _validation.number(learning_rate, "learning_rate", low=0.0, low_open=True)
     temperature = _validation.number(temperature, "temperature", low=0.0, low_open=True)
     label_weight = _validation.number(label_weight, "label_weight", low=0.0, high=1.0)
+    with _frozen_batch_norm(model, _validation.boolean(freeze_batch_norm, "freeze_batch_norm")):
+        return _fit(model, train, validation, epochs, learning_rate, from_logits, verbose, teacher, temperature,
+                    label_weight)  # fmt: skip
+
+
+def _fit(model, train, validation, epochs, learning_rate, from_logits, verbose, teacher, temperature, label_weight):
     if teacher is not None and label_weight < 1:
         classes = int(model.outputs[0].shape[-1])
         trainable = [(layer, layer.trainable) for layer in teacher._flatten_layers(include_self=True)]
@@ -164,7 +196,8 @@ def _accuracy(model, data, from_logits):
 
 
 def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, batch_size=128, learning_rate=1e-4,
-                        from_logits=False, verbose="auto", temperature=4.0, label_weight=0.0):  # fmt: skip
+                        from_logits=False, verbose="auto", temperature=4.0, label_weight=0.0,
+                        freeze_batch_norm=True):  # fmt: skip
     """Fine-tunes a converted `model` in place on CIFAR-10 and reports test accuracies.
 
     Trains on `train_size` stratified training images (all by default) with crop+flip
@@ -193,7 +226,7 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
     start = time.perf_counter()
     history = finetune(
         model, train, val, epochs=epochs, learning_rate=learning_rate, from_logits=from_logits, verbose=verbose,
-        teacher=original, temperature=temperature, label_weight=label_weight,
+        teacher=original, temperature=temperature, label_weight=label_weight, freeze_batch_norm=freeze_batch_norm,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     accuracy["finetuned"] = float(history["val_accuracy"][-1])  # the student's, also when distilling
@@ -204,6 +237,7 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
         "learning_rate": learning_rate,
         "temperature": temperature,
         "label_weight": label_weight,
+        "freeze_batch_norm": freeze_batch_norm,
         "seconds": seconds,
         "accuracy": accuracy,
         "history": {key: [float(v) for v in values] for key, values in history.items()},
