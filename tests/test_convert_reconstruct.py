@@ -100,7 +100,6 @@ def two_layer_model(rng):
     return model
 
 
-@pytest.mark.slow
 def test_each_layer_is_fitted_on_the_converted_networks_inputs(rng):
     model = two_layer_model(rng)
     x = rng.normal(size=(12, 7, 7, 3)).astype("float32")
