@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -78,6 +79,38 @@ def test_calibration_data_from_a_npy_file(saved, tmp_path, capsys, rng):
     assert all(row["output_error"] is not None for row in report["layers"])
 
 
+def test_reconstruct_from_a_npy_file(saved, tmp_path, capsys, rng):
+    _, path = saved
+    data = str(tmp_path / "calibration.npy")
+    np.save(data, rng.normal(size=(12, 8, 8, 3)).astype("float32"))
+    argv = [path, str(tmp_path / "o.keras"), "--rank", "1", "--calibration-data", data, "--reconstruct"]
+    code, out, _ = run([*argv, "--iterations", "2", "--calibration-batch-size", "5", "--json"], capsys)
+    result = json.loads(out)
+    report = result["report"]
+    assert code == 0 and report["calibration"] == "12 samples given" and result["seconds"] > 0
+    assert report["reconstruction"].startswith("alternating least squares on the pre-activation outputs, 2 iteration")
+    for row in report["layers"]:
+        assert len(row["reconstruction_steps"]) == 5
+        assert row["reconstruction_error_after"] <= row["reconstruction_error_before"]
+    code, out, _ = run(argv, capsys)  # the table: before -> after per layer
+    assert code == 0 and "Reconstructed error" in out and "Reconstruction: alternating least squares" in out
+
+
+def test_interrupted_conversion_leaves_no_output(saved, tmp_path, capsys, monkeypatch):
+    _, path = saved
+    out_path = str(tmp_path / "o.keras")
+
+    def interrupted_save(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"half a model")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.Model, "save", interrupted_save)
+    code, _, err = run([path, out_path, "--rank", "1"], capsys)
+    assert (code, err) == (130, "sepconv convert: interrupted\n")
+    assert sorted(os.listdir(tmp_path)) == ["model.keras"]
+
+
 def test_no_calibration(saved, tmp_path, capsys):
     _, path = saved
     code, out, _ = run([path, str(tmp_path / "o.keras"), "--no-calibration", "--json"], capsys)
@@ -118,6 +151,10 @@ def test_errors_are_one_line_with_exit_code_2(saved, tmp_path, capsys):
     inputs = keras.Input((8, 8, 3))
     keras.Model(inputs, keras.layers.Conv2D(4, 1, name="pw")(inputs), name="pw_only").save(pointwise_only)
     missing = str(tmp_path / "missing.keras")
+    wrong_shape, empty = str(tmp_path / "wrong.npy"), str(tmp_path / "empty.npy")
+    np.save(wrong_shape, np.zeros((6, 8, 8, 2), "float32"))
+    np.save(empty, np.zeros((0, 8, 8, 3), "float32"))
+    np.save(str(tmp_path / "ok.npy"), np.ones((6, 8, 8, 3), "float32"))
     cases = [
         ([missing, out_path], f"No such model file. Received: IN={missing}"),
         ([str(not_a_model), out_path], None),
@@ -134,6 +171,36 @@ def test_errors_are_one_line_with_exit_code_2(saved, tmp_path, capsys):
         (
             [path, out_path, "--finetune-epochs", "1", "--data", "d", "--learning-rate", "-1"],
             "--learning-rate must be a number in (0, inf). Received: --learning-rate=-1.0",
+        ),
+        (
+            [path, out_path, "--rank", "1", "--reconstruct"],
+            "--reconstruct needs --calibration-data PATH (a .npy array of model inputs or a CIFAR-10 copy). "
+            "Received: --calibration-data=None",
+        ),
+        (
+            [path, out_path, "--calibration-data", wrong_shape, "--reconstruct"],
+            "calibration samples must have the model's input shape (8, 8, 3). Received: calibration shape=(6, 8, 8, 2)",
+        ),
+        (
+            [path, out_path, "--calibration-data", empty, "--reconstruct"],
+            "calibration must hold the same positive number of samples in every input. "
+            "Received: calibration sizes=[0]",
+        ),
+        (
+            [path, out_path, "--budget", "0.01", "--calibration-data", str(tmp_path / "ok.npy"), "--reconstruct"],
+            None,
+        ),
+        (
+            [path, out_path, "--iterations", "-1"],
+            "--iterations must be non-negative. Received: --iterations=-1",
+        ),
+        (
+            [path, out_path, "--finetune-epochs", "1", "--data", "d", "--label-weight", "2"],
+            "--label-weight must be a number in [0, 1]. Received: --label-weight=2.0",
+        ),
+        (
+            [path, out_path, "--finetune-epochs", "1", "--data", "d", "--temperature", "0"],
+            "--temperature must be a number in (0, inf). Received: --temperature=0.0",
         ),
         (
             [path, out_path, "--calibration-data", str(tmp_path / "x.npy")],
@@ -154,7 +221,13 @@ def test_errors_are_one_line_with_exit_code_2(saved, tmp_path, capsys):
         code, out, err = run(argv, capsys)
         assert code == 2 and out == ""
         assert err.count("\n") == 1
-        if message is None:
+        if message is None and "--budget" in argv:
+            assert re.fullmatch(
+                r"sepconv convert: error: budget cannot be met: at rank 1 in every converted layer the model keeps "
+                r"0\.\d{4} of its params\. Received: budget=0\.01\n",
+                err,
+            )
+        elif message is None:
             assert err.startswith("sepconv convert: error: Not a loadable Keras model file (.keras): ")
             assert err.rstrip().endswith(f"Received: IN={not_a_model}")
         else:

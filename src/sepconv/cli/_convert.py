@@ -3,11 +3,14 @@
 Loads IN (a `.keras` file, in Keras' safe mode unless `--unsafe`), replaces
 each Conv1D/Conv2D with a kernel larger than 1x1 by a depthwise separable
 layer initialized from its weights (Network Decoupling, Guo et al., BMVC 2018,
-arXiv:1808.05517; see `sepconv.convert`), prints the per-layer report,
-optionally fine-tunes on CIFAR-10, and saves OUT atomically.
+arXiv:1808.05517; see `sepconv.convert`), optionally refits each layer to the
+original network's outputs on calibration data (`--reconstruct`), prints the
+per-layer report, optionally fine-tunes on CIFAR-10 by distillation from IN,
+and saves OUT atomically.
 """
 
 import os
+import time
 
 import numpy as np
 
@@ -16,6 +19,7 @@ from sepconv._atomic import save_model
 from sepconv.cli import _args
 
 _fraction = _options.in_range(low=0.0, high=1.0, low_open=True)
+MEASURE_SAMPLES, RECONSTRUCT_SAMPLES = 64, 1024  # default --calibration-size
 _positive_number = _options.in_range(low=0.0, low_open=True)
 
 
@@ -62,11 +66,35 @@ def add_parser(subparsers):
     calibration.add_argument(
         "--calibration-data",
         metavar="PATH",
-        help="inputs to measure output errors on: a .npy array or a CIFAR-10 copy (default: 8 N(0, 1) samples)",
+        help="inputs to measure output errors on and reconstruct from: a .npy array, or a CIFAR-10 copy (its "
+        "training images, labels unused) (default: 8 N(0, 1) samples)",
     )
     calibration.add_argument("--no-calibration", action="store_true", help="do not run the model to measure errors")
     parser.add_argument(
-        "--calibration-size", default=64, type=_int_flag("--calibration-size"), metavar="N", help="samples (default 64)"
+        "--calibration-size",
+        type=_int_flag("--calibration-size"),
+        metavar="N",
+        help=f"samples (default {MEASURE_SAMPLES}; {RECONSTRUCT_SAMPLES} with --reconstruct)",
+    )
+    parser.add_argument(
+        "--calibration-batch-size",
+        default=32,
+        type=_int_flag("--calibration-batch-size"),
+        metavar="N",
+        help="calibration samples per forward pass (default 32)",
+    )
+    parser.add_argument(
+        "--reconstruct",
+        action="store_true",
+        help="refit each converted layer to the original's outputs on the calibration data (no labels); "
+        "with --budget, choose ranks by that output error",
+    )
+    parser.add_argument(
+        "--iterations",
+        default=4,
+        type=_int_flag("--iterations", _validation.non_negative_int),
+        metavar="N",
+        help="rounds of alternating least squares per layer with --reconstruct (default 4; 0: pointwise only)",
     )
     parser.add_argument(
         "--finetune-epochs",
@@ -89,6 +117,26 @@ def add_parser(subparsers):
         metavar="LR",
         help="fine-tuning Adam step (default 1e-4)",
     )
+    parser.add_argument(
+        "--temperature",
+        default=4.0,
+        type=_float_flag("--temperature", _positive_number),
+        metavar="T",
+        help="fine-tuning distills IN's outputs softened by T (default 4)",
+    )
+    parser.add_argument(
+        "--label-weight",
+        default=0.0,
+        type=_float_flag("--label-weight", _options.in_range(low=0.0, high=1.0)),
+        metavar="A",
+        help="share of the labels' cross-entropy in the fine-tuning loss, in [0, 1] (default 0: IN's outputs "
+        "only; 1: labels only)",
+    )
+    parser.add_argument(
+        "--train-batch-norm",
+        action="store_true",
+        help="fine-tune BatchNorm layers in training mode (default: frozen, in inference mode)",
+    )
     parser.add_argument("--from-logits", action="store_true", help="the model outputs logits, not probabilities")
     parser.add_argument(
         "--unsafe",
@@ -106,14 +154,15 @@ def _calibration(args, model):
         return None
     if args.calibration_data is None:
         return "random"
+    size = args.calibration_size or (RECONSTRUCT_SAMPLES if args.reconstruct else MEASURE_SAMPLES)
     if args.calibration_data.endswith(".npy"):
         if not os.path.isfile(args.calibration_data):
             path = args.calibration_data
             raise FileNotFoundError(f"No such calibration file. Received: --calibration-data={path}")
-        return np.load(args.calibration_data, allow_pickle=False)[: args.calibration_size]
+        return np.load(args.calibration_data, mmap_mode="r", allow_pickle=False)[:size]
     from sepconv.convert import cifar10_calibration
 
-    return cifar10_calibration(args.calibration_data, args.calibration_size, model)
+    return cifar10_calibration(args.calibration_data, size, model)
 
 
 def run(args):
@@ -125,7 +174,13 @@ def run(args):
         raise ValueError(
             f"--finetune-epochs needs --data PATH (a CIFAR-10 copy). Received: --finetune-epochs={args.finetune_epochs}"
         )
+    if args.reconstruct and args.calibration_data is None:
+        raise ValueError(
+            "--reconstruct needs --calibration-data PATH (a .npy array of model inputs or a CIFAR-10 copy). "
+            "Received: --calibration-data=None"
+        )
     model = _args.load_model(args.input, argument="IN", unsafe=args.unsafe)
+    start = time.perf_counter()
     calibration = _calibration(args, model)
     new_model, report = convert(
         model,
@@ -136,12 +191,18 @@ def run(args):
         include=args.include,
         exclude=args.exclude,
         calibration=calibration,
+        calibration_batch_size=args.calibration_batch_size,
+        reconstruct=args.reconstruct,
+        iterations=args.iterations,
+        verbose=not args.json,
     )
+    seconds = time.perf_counter() - start
     result = {
         "input": args.input,
         "output": args.output,
         "environment": _provenance.environment(),
         "report": report.to_dict(),
+        "seconds": seconds,
     }
     if args.finetune_epochs:
         result["finetune"] = finetune_on_cifar10(
@@ -154,6 +215,9 @@ def run(args):
             learning_rate=args.learning_rate,
             from_logits=args.from_logits,
             verbose=0 if args.json else "auto",
+            temperature=args.temperature,
+            label_weight=args.label_weight,
+            freeze_batch_norm=not args.train_batch_norm,
         )
     save_model(new_model, args.output)
 
@@ -165,9 +229,11 @@ def run(args):
     if args.finetune_epochs:
         tuned = result["finetune"]
         accuracy = tuned["accuracy"]
+        how = f"distilled from IN, temperature {tuned['temperature']:g}"
+        how = "labels only" if tuned["label_weight"] == 1 else how
         console.print(
-            f"Fine-tuned {tuned['epochs']} epoch(s) on {tuned['train_images']:,} images. Validation accuracy on "
-            f"{tuned['validation']}: original {accuracy['original']:.4f}, converted "
+            f"Fine-tuned {tuned['epochs']} epoch(s) on {tuned['train_images']:,} images ({how}). "
+            f"Validation accuracy on {tuned['validation']}: original {accuracy['original']:.4f}, converted "
             f"{accuracy['converted']:.4f}, fine-tuned {accuracy['finetuned']:.4f}",
             highlight=False,
         )

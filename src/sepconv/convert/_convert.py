@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 from sepconv import _validation, analysis
-from sepconv.convert import _calibrate, _costs, _factorize, _ranks, _rewrite, _targets
+from sepconv.convert import _calibrate, _costs, _factorize, _least_squares, _ranks, _reconstruct, _rewrite, _targets
 from sepconv.convert._report import ConversionReport, ConvertedLayer, SkippedLayer
 
 __all__ = ["convert"]
@@ -23,6 +23,7 @@ class _Candidate:
     singular: np.ndarray
     full_rank: int
     sizes: list | None  # spatial output size of each call
+    data_singular: np.ndarray | None = None  # singular values in the metric of the layer's inputs
 
     @functools.cached_property
     def before(self):
@@ -93,8 +94,31 @@ def _notes(candidate, requested_rank, rank):
     return tuple(notes)
 
 
-def _calibration(model, calibration):
+def _check_shapes(model, data):
+    """Each calibration input must have its model input's shape (unknown dimensions match any)."""
+    arrays = keras.tree.flatten(data)
+    expected = [tuple(x.shape[1:]) for x in model.inputs]
+    received = [tuple(getattr(x, "shape", ()))[1:] for x in arrays]
+    fits = len(arrays) == len(expected) and all(
+        len(got) == len(want) and all(w is None or g == w for g, w in zip(got, want))
+        for got, want in zip(received, expected)
+    )
+    if not fits:
+        want = expected[0] if len(expected) == 1 else expected
+        shapes = [tuple(getattr(x, "shape", ())) for x in arrays]
+        raise ValueError(
+            f"calibration samples must have the model's input shape {want}. "
+            f"Received: calibration shape={shapes[0] if len(shapes) == 1 else shapes}"
+        )
+
+
+def _calibration(model, calibration, reconstruct):
     """`(data or None, description)` for the `calibration` argument."""
+    if reconstruct and (calibration is None or isinstance(calibration, str)):
+        raise ValueError(
+            "reconstruct needs calibration data: an array of model inputs (no labels). "
+            f"Received: calibration={calibration!r}"
+        )
     if calibration is None:
         return None, "not measured (calibration=None)"
     if isinstance(calibration, str):
@@ -103,7 +127,9 @@ def _calibration(model, calibration):
                 f'calibration must be "random", None or model inputs. Received: calibration={calibration!r}'
             )
         return _calibrate.random_calibration(model)
-    return calibration, f"{_calibrate.num_samples(calibration)} samples given"
+    samples = _calibrate.num_samples(calibration)
+    _check_shapes(model, calibration)
+    return calibration, f"{samples} samples given"
 
 
 def _candidate(path, layer, profile):
@@ -119,7 +145,7 @@ def _candidate(path, layer, profile):
     )
 
 
-def _row(candidate, rank, requested_rank, output_error):
+def _row(candidate, rank, requested_rank, output_error, fit=None):
     layer, after = candidate.layer, candidate.cost(rank)
     return ConvertedLayer(
         name=candidate.path,
@@ -136,6 +162,10 @@ def _row(candidate, rank, requested_rank, output_error):
         energy=_factorize.energy_kept(candidate.singular, rank),
         output_error=output_error,
         notes=_notes(candidate, requested_rank, rank),
+        reconstruction_error_before=None if fit is None else fit.error_before,
+        reconstruction_error_after=None if fit is None else fit.error_after,
+        reconstruction_steps=() if fit is None else fit.steps,
+        reconstruction_start=None if fit is None else fit.start,
     )
 
 
@@ -150,6 +180,10 @@ def convert(
     exclude=None,
     calibration="random",
     calibration_batch_size=32,
+    reconstruct=False,
+    iterations=4,
+    ridge=1e-6,
+    verbose=False,
 ):
     """Replaces trained convolutions by depthwise separable ones that keep their weights.
 
@@ -183,50 +217,100 @@ def convert(
             which each converted layer's relative output error is measured;
             "random" (the default): 8 samples from N(0, 1) when the input
             shape is known; None: not measured (the original model never runs).
-        calibration_batch_size: samples per forward pass while measuring.
+        calibration_batch_size: samples per forward pass while measuring or
+            reconstructing (calibration data is streamed in such batches).
+        reconstruct: after the SVD, refit each converted layer, in network
+            order, to the original layer's pre-activation outputs on the
+            `calibration` data, fed the converted network's own inputs (see
+            `sepconv.convert._least_squares`); with `budget`, ranks are then
+            chosen by the output error on that data, not by kernel energy.
+            Needs calibration data (no labels).
+        iterations: rounds of alternating least squares (pointwise kernel and
+            bias, then depthwise filters); 0 solves the pointwise part only.
+        ridge: relative ridge term of each least-squares solve.
+        verbose: progress bars on stderr while calibration data streams.
 
     Returns:
         `(new_model, report)`: the rebuilt model and a `ConversionReport`.
 
     Raises:
         TypeError: `model` is not a Functional or Sequential model.
-        ValueError: bad arguments, an unmet budget, or nothing to convert.
+        ValueError: bad arguments, an unmet budget, calibration data of the
+            wrong shape or too small to reconstruct, or nothing to convert.
     """
     _check_model(model)
     rule = _rule(rank, energy, budget, budget_metric)
-    calibration, calibration_note = _calibration(model, calibration)
+    _validation.boolean(reconstruct, "reconstruct")
+    iterations = _validation.non_negative_int(iterations, "iterations")
+    ridge = _validation.number(ridge, "ridge", low=0.0)
+    calibration, calibration_note = _calibration(model, calibration, reconstruct)
     selection = _targets.select_layers(model, include, exclude)
     if not selection.convertible:
         raise _nothing_to_convert(model, selection)
 
     profile, why_uncounted = _profile(model)
     candidates = [_candidate(path, layer, profile) for path, layer in selection.convertible]
+    if budget is not None and budget_metric == "macs" and any(c.sizes is None for c in candidates):
+        raise ValueError(
+            f"budget on MACs needs a model whose shapes are known ({why_uncounted}). Received: budget={budget}"
+        )
+    total = None if budget is None else model.count_params() if budget_metric == "params" else profile.macs
+    if reconstruct and budget is not None:
+        # Rank where it pays on the data: the singular values of each channel's slice in the
+        # metric of its inputs (`_least_squares.whitened_factors`) replace the kernel's own.
+        _ranks.check_budget(candidates, budget, budget_metric, total)
+        rule += ", ranks by output error on the calibration data"
+        blocks = _reconstruct.channel_blocks(
+            model, [c.layer for c in candidates], calibration, calibration_batch_size, verbose
+        )
+        for c in candidates:
+            c.data_singular = _least_squares.whitened_factors(c.kernel, blocks[id(c.layer)], 1, ridge)[2]
     if rank is not None:
         ranks = _ranks.fixed_ranks(candidates, rank)
     elif energy is not None:
         ranks = _ranks.energy_ranks(candidates, energy)
-    elif budget is not None and budget_metric == "params":
-        ranks = _ranks.budget_ranks(candidates, budget, "params", model.count_params())
     elif budget is not None:
-        if any(c.sizes is None for c in candidates):
-            raise ValueError(
-                f"budget on MACs needs a model whose shapes are known ({why_uncounted}). Received: budget={budget}"
-            )
-        ranks = _ranks.budget_ranks(candidates, budget, "macs", profile.macs)
+        ranks = _ranks.budget_ranks(candidates, budget, budget_metric, total)
     else:
         ranks = [c.full_rank for c in candidates]
 
+    if reconstruct:
+        samples = _calibrate.num_samples(calibration)
+        for c, r in zip(candidates, ranks):
+            _reconstruct.check_enough(c.path, c.layer, r, c.sizes, samples)
     replacements = {}
     for candidate, r in zip(candidates, ranks):
         depthwise, pointwise = _factorize.factorize(candidate.kernel, r)
         replacements[id(candidate.layer)] = (_rewrite.separable_like(candidate.layer, r), depthwise, pointwise)
     new_model, clones = _rewrite.rebuild(model, replacements)
 
+    fits, reconstruction, network_errors = {}, "not done (reconstruct=False)", (None, None)
+    if reconstruct:
+        targets = [(c.path, c.layer, clones[id(c.layer)]) for c in candidates]
+        error_before = _reconstruct.network_error(model, new_model, calibration, calibration_batch_size)
+        fits = _reconstruct.reconstruct(
+            model,
+            new_model,
+            targets,
+            calibration,
+            batch_size=calibration_batch_size,
+            iterations=iterations,
+            ridge=ridge,
+            verbose=verbose,
+        )
+        error_after = _reconstruct.network_error(model, new_model, calibration, calibration_batch_size)
+        network_errors = (error_before, error_after)
+        largest = max(candidates, key=lambda c: fits[id(c.layer)].nbytes)
+        reconstruction = (
+            f"alternating least squares on the pre-activation outputs, {iterations} iteration(s), "
+            f"ridge {ridge:g}, {calibration_note}, batches of {calibration_batch_size}; the largest layer "
+            f"'{largest.path}' held {fits[id(largest.layer)].nbytes / 2**20:.1f} MiB of normal equations"
+        )
     errors = {}
     if calibration is not None:
         pairs = [(c.layer, clones[id(c.layer)]) for c in candidates]
         errors = _calibrate.output_errors(model, pairs, calibration, calibration_batch_size)
-    rows = [_row(c, r, rank, errors.get(id(c.layer))) for c, r in zip(candidates, ranks)]
+    rows = [_row(c, r, rank, errors.get(id(c.layer)), fits.get(id(c.layer))) for c, r in zip(candidates, ranks)]
     new_profile = None if profile is None else analysis.profile_model(new_model)
     counting = f"sepconv.analysis closed forms and profile_model. {analysis.MAC_CONVENTION}"
     if profile is None:
@@ -242,5 +326,8 @@ def convert(
         macs_after=None if new_profile is None else new_profile.macs,
         calibration=calibration_note,
         counting=counting,
+        reconstruction=reconstruction,
+        network_error_before=network_errors[0],
+        network_error_after=network_errors[1],
     )
     return new_model, report

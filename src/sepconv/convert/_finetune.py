@@ -3,17 +3,104 @@
 Truncated ranks lose some of what the convolution computed; a short
 fine-tune recovers much of it (Guo et al. 2018, arXiv:1808.05517, Sec. 4,
 fine-tune the decoupled networks briefly). This is the smallest loop that
-does it: Adam, sparse categorical cross-entropy, accuracy.
+does it: Adam, accuracy, and as the loss either the labels' cross-entropy or
+knowledge distillation from the original network (Hinton, Vinyals & Dean,
+"Distilling the Knowledge in a Neural Network", 2015, arXiv:1503.02531):
+
+    loss = (1 - label_weight) * T^2 * KL(softmax(t / T) || softmax(s / T))
+           + label_weight * cross_entropy(labels, softmax(s))
+
+with ``t``, ``s`` the teacher's and the student's logits (log-probabilities
+when the models end in a softmax: the same up to a constant per sample) and
+``T`` the temperature; ``T^2`` keeps the soft term's gradients on the scale of
+the hard one's (Hinton et al., Sec. 2). The teacher runs in inference mode
+inside the training graph, on the same augmented batch as the student, and is
+never updated.
+
+By default the student's BatchNorm layers stay in inference mode, their
+statistics and scales frozen (`freeze_batch_norm`): reconstruction fitted each
+layer with those statistics, and a short fine-tune in training mode replaces
+them by a partial moving average of batch statistics (a teacher whose own
+moving statistics lag its training, as after a few epochs, made the student
+worse than before the fine-tune: docs/results/convert-reconstruct/).
 """
+
+import contextlib
 
 import keras
 
 from sepconv import _validation
 
-__all__ = ["cifar10_calibration", "finetune", "finetune_on_cifar10"]
+__all__ = ["cifar10_calibration", "distillation_loss", "finetune", "finetune_on_cifar10"]
+
+_EPSILON = 1e-7  # probabilities are clipped to [eps, 1] before the logarithm
 
 
-def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, from_logits=False, verbose="auto"):
+def _log_probabilities(outputs, from_logits):
+    if from_logits:
+        return keras.ops.log_softmax(outputs, axis=-1)
+    return keras.ops.log(keras.ops.clip(outputs, _EPSILON, 1.0))
+
+
+def distillation_loss(classes, temperature, label_weight, from_logits):
+    """`loss(labels, concat([student, teacher]))` of the module docstring, per sample."""
+
+    def loss(labels, outputs):
+        student = _log_probabilities(outputs[..., :classes], from_logits)
+        teacher = _log_probabilities(outputs[..., classes:], from_logits)
+        soft_teacher = keras.ops.softmax(teacher / temperature, axis=-1)
+        soft_student = keras.ops.log_softmax(student / temperature, axis=-1)
+        kl = keras.ops.sum(soft_teacher * (keras.ops.log(keras.ops.maximum(soft_teacher, 1e-30)) - soft_student), -1)
+        total = (1.0 - label_weight) * temperature**2 * kl
+        if label_weight > 0:
+            labels = keras.ops.cast(keras.ops.reshape(labels, (-1,)), "int32")
+            hard = -keras.ops.sum(keras.ops.one_hot(labels, classes) * keras.ops.log_softmax(student, axis=-1), -1)
+            total = total + label_weight * hard
+        return total
+
+    return loss
+
+
+def _student_accuracy(classes):
+    def accuracy(labels, outputs):
+        return keras.metrics.sparse_categorical_accuracy(labels, outputs[..., :classes])
+
+    return accuracy
+
+
+@contextlib.contextmanager
+def _frozen_batch_norm(model, frozen):
+    """BatchNormalization layers of `model` not trainable (so in inference mode) while active."""
+    layers = [layer for layer in model._flatten_layers(include_self=False) if frozen and
+              isinstance(layer, keras.layers.BatchNormalization)]  # fmt: skip
+    saved = [(layer, layer.trainable) for layer in layers]
+    for layer in layers:
+        layer.trainable = False
+    try:
+        yield
+    finally:
+        for layer, flag in saved:
+            layer.trainable = flag
+
+
+class _Distilled(keras.Model):
+    """`concat([student(x), teacher(x)])`: the teacher in inference mode, never differentiated.
+
+    Subclassed rather than Functional: a converted student keeps its teacher's
+    name, and a Functional model refuses two nested models of the same name.
+    """
+
+    def __init__(self, student, teacher):
+        super().__init__(name=f"{student.name}_distilled")
+        self.student, self.teacher = student, teacher
+
+    def call(self, inputs, training=False):
+        target = keras.ops.stop_gradient(self.teacher(inputs, training=False))
+        return keras.ops.concatenate([self.student(inputs, training=training), target], axis=-1)
+
+
+def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, from_logits=False, verbose="auto",
+             teacher=None, temperature=4.0, label_weight=0.0, freeze_batch_norm=True):  # fmt: skip
     """Trains `model` in place and returns the `fit` history as a dict.
 
     Args:
@@ -27,12 +114,43 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
         from_logits: False when the model ends in a softmax (sepconv's
             models do), True when it outputs logits.
         verbose: passed to `fit`.
+        teacher: a model with the same inputs and outputs (the original,
+            before conversion) to distill from; None trains on labels only.
+        temperature: softens both output distributions, > 0.
+        label_weight: in [0, 1], the labels' share of the loss (0: the
+            teacher's outputs only; 1: labels only, as without a teacher).
+        freeze_batch_norm: keep `model`'s BatchNormalization layers in
+            inference mode, statistics and scales unchanged.
 
     Returns:
         `{metric: [value per epoch]}` (`loss`, `accuracy`, and `val_*`).
     """
     epochs = _validation.positive_int(epochs, "epochs")
     _validation.number(learning_rate, "learning_rate", low=0.0, low_open=True)
+    temperature = _validation.number(temperature, "temperature", low=0.0, low_open=True)
+    label_weight = _validation.number(label_weight, "label_weight", low=0.0, high=1.0)
+    with _frozen_batch_norm(model, _validation.boolean(freeze_batch_norm, "freeze_batch_norm")):
+        return _fit(model, train, validation, epochs, learning_rate, from_logits, verbose, teacher, temperature,
+                    label_weight)  # fmt: skip
+
+
+def _fit(model, train, validation, epochs, learning_rate, from_logits, verbose, teacher, temperature, label_weight):
+    if teacher is not None and label_weight < 1:
+        classes = int(model.outputs[0].shape[-1])
+        trainable = [(layer, layer.trainable) for layer in teacher._flatten_layers(include_self=True)]
+        teacher.trainable = False
+        try:
+            combined = _Distilled(model, teacher)
+            combined.compile(
+                optimizer=keras.optimizers.Adam(learning_rate),
+                loss=distillation_loss(classes, temperature, label_weight, bool(from_logits)),
+                metrics=[_student_accuracy(classes)],
+            )
+            history = combined.fit(train, validation_data=validation, epochs=epochs, shuffle=False, verbose=verbose)
+        finally:
+            for layer, flag in trainable:
+                layer.trainable = flag
+        return history.history
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=bool(from_logits)),
@@ -54,19 +172,20 @@ def cifar10_image_format(model):
 
 
 def cifar10_calibration(source, size, model):
-    """`size` CIFAR-10 test images, normalized as training normalizes them, drawn with seed 0.
+    """`size` CIFAR-10 *training* images, normalized as training normalizes them, drawn with seed 0.
 
-    Drawn at random because image-folder copies list the test set class by class: the
-    first images would all be airplanes.
+    From the training set, never the test set that accuracy is measured on (reconstruction
+    fits to these images; their labels are not used). Drawn at random because image-folder
+    copies list the images class by class: the first ones would all be airplanes.
     """
     import numpy as np
 
     from sepconv.data import Batches, load_cifar10
 
     data = load_cifar10(source)
-    rows = np.sort(np.random.default_rng(0).permutation(len(data.y_test))[:size])
+    rows = np.sort(np.random.default_rng(0).permutation(len(data.y_train))[:size])
     images = Batches(
-        data.x_test[rows], data.y_test[rows], batch_size=size, shuffle=False, data_format=cifar10_image_format(model)
+        data.x_train[rows], data.y_train[rows], batch_size=size, shuffle=False, data_format=cifar10_image_format(model)
     )
     return images[0][0]
 
@@ -77,17 +196,23 @@ def _accuracy(model, data, from_logits):
 
 
 def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, batch_size=128, learning_rate=1e-4,
-                        from_logits=False, verbose="auto"):  # fmt: skip
+                        from_logits=False, verbose="auto", temperature=4.0, label_weight=0.0,
+                        freeze_batch_norm=True):  # fmt: skip
     """Fine-tunes a converted `model` in place on CIFAR-10 and reports test accuracies.
 
     Trains on `train_size` stratified training images (all by default) with crop+flip
-    augmentation, seed 0, and measures the test accuracy of `original`, of `model` before
-    and after. `source` is a CIFAR-10 copy as `sepconv.data.load_cifar10` takes it.
+    augmentation, seed 0, distilling from `original` (`temperature`, `label_weight`: see
+    `finetune`; `label_weight=1` trains on labels only), and measures the test accuracy of
+    `original`, of `model` before and after. `source` is a CIFAR-10 copy as
+    `sepconv.data.load_cifar10` takes it.
 
     Returns:
         A JSON-ready dict: epochs, train_images, validation, learning_rate,
-        accuracy {original, converted, finetuned} and the per-epoch history.
+        temperature, label_weight, seconds (of training), accuracy {original,
+        converted, finetuned} and the per-epoch history.
     """
+    import time
+
     from sepconv.data import Batches, load_cifar10, make_splits
 
     _validation.positive_int(batch_size, "batch_size")
@@ -98,15 +223,22 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
     )
     val = Batches(splits.x_val, splits.y_val, batch_size=256, shuffle=False, data_format=data_format)
     accuracy = {"original": _accuracy(original, val, from_logits), "converted": _accuracy(model, val, from_logits)}
+    start = time.perf_counter()
     history = finetune(
-        model, train, val, epochs=epochs, learning_rate=learning_rate, from_logits=from_logits, verbose=verbose
-    )
-    accuracy["finetuned"] = float(history["val_accuracy"][-1])
+        model, train, val, epochs=epochs, learning_rate=learning_rate, from_logits=from_logits, verbose=verbose,
+        teacher=original, temperature=temperature, label_weight=label_weight, freeze_batch_norm=freeze_batch_norm,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    accuracy["finetuned"] = float(history["val_accuracy"][-1])  # the student's, also when distilling
     return {
         "epochs": epochs,
         "train_images": len(splits.y_train),
         "validation": splits.validation,
         "learning_rate": learning_rate,
+        "temperature": temperature,
+        "label_weight": label_weight,
+        "freeze_batch_norm": freeze_batch_norm,
+        "seconds": seconds,
         "accuracy": accuracy,
         "history": {key: [float(v) for v in values] for key, values in history.items()},
     }

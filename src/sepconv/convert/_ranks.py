@@ -16,6 +16,10 @@ Three rules, one per argument of `convert`:
   (Dantzig 1957, "Discrete-variable extremum problems", Operations Research
   5(2)): a greedy heuristic, not an exact optimum, for the integer problem;
   per layer the gains fall with rank and each step costs the same.
+  With calibration data (`convert(reconstruct=True)`) the gains are the
+  fractions of each layer's *output* energy on that data: the singular values
+  of each channel's slice in the metric of its inputs (`data_singular`, see
+  `_least_squares.whitened_factors`) replace the kernel's.
 """
 
 import heapq
@@ -24,7 +28,7 @@ import numpy as np
 
 from sepconv.convert import _factorize
 
-__all__ = ["budget_ranks", "energy_ranks", "fixed_ranks"]
+__all__ = ["budget_ranks", "check_budget", "energy_ranks", "fixed_ranks"]
 
 
 def fixed_ranks(candidates, rank):
@@ -42,6 +46,17 @@ def _gains(singular):
     return squares / total if total > 0 else np.zeros_like(squares)
 
 
+def check_budget(candidates, fraction, metric, total_before):
+    """The model's cost at rank 1 everywhere; raises if even that exceeds the budget."""
+    spend = total_before - sum(c.before[metric] for c in candidates) + sum(c.cost(1)[metric] for c in candidates)
+    if spend > fraction * total_before:
+        raise ValueError(
+            f"budget cannot be met: at rank 1 in every converted layer the model keeps "
+            f"{spend / total_before:.4f} of its {metric}. Received: budget={fraction}"
+        )
+    return spend
+
+
 def budget_ranks(candidates, fraction, metric, total_before):
     """Greedy ranks meeting `sum(cost) <= fraction * total_before` (see the module docstring).
 
@@ -49,15 +64,9 @@ def budget_ranks(candidates, fraction, metric, total_before):
     `cost(rank)` in the unit of `metric`; the rest of the model is fixed.
     """
     target = fraction * total_before
-    spend = total_before - sum(c.before[metric] for c in candidates)
+    spend = check_budget(candidates, fraction, metric, total_before)
     ranks = [1] * len(candidates)
-    spend += sum(c.cost(1)[metric] for c in candidates)
-    if spend > target:
-        raise ValueError(
-            f"budget cannot be met: at rank 1 in every converted layer the model keeps "
-            f"{spend / total_before:.4f} of its {metric}. Received: budget={fraction}"
-        )
-    gains = [_gains(c.singular) for c in candidates]
+    gains = [_gains(c.singular if c.data_singular is None else c.data_singular) for c in candidates]
     steps = [c.cost(2)[metric] - c.cost(1)[metric] for c in candidates]  # the same at every rank
     heap = [(-gains[i][1] / steps[i], i) for i, c in enumerate(candidates) if c.full_rank > 1]
     heapq.heapify(heap)

@@ -22,6 +22,13 @@ class ConvertedLayer:
     kernel's relative Frobenius error. `output_error` is the layer's relative
     output error on the calibration data (None when not measured). MACs are
     per sample, summed over the layer's calls; None when shapes are unknown.
+    `reconstruction_error_before`/`_after` are the relative errors of the
+    layer's pre-activation output, fed the converted network's inputs, against
+    the original layer's on its own inputs, on the calibration data, for the
+    SVD factors and after reconstruction (None when not reconstructed);
+    `reconstruction_steps` the error after each least-squares step, starting
+    from `reconstruction_start` ("svd", or "whitened" when the data-aware SVD
+    was the better start).
     """
 
     name: str
@@ -38,6 +45,10 @@ class ConvertedLayer:
     energy: float
     output_error: float | None
     notes: tuple = ()
+    reconstruction_error_before: float | None = None
+    reconstruction_error_after: float | None = None
+    reconstruction_steps: tuple = ()
+    reconstruction_start: str | None = None
 
     @property
     def kernel_error(self):
@@ -45,7 +56,12 @@ class ConvertedLayer:
 
     def to_dict(self):
         row = dataclasses.asdict(self)
-        row.update(kernel_size=list(self.kernel_size), notes=list(self.notes), kernel_error=self.kernel_error)
+        row.update(
+            kernel_size=list(self.kernel_size),
+            notes=list(self.notes),
+            kernel_error=self.kernel_error,
+            reconstruction_steps=list(self.reconstruction_steps),
+        )
         return row
 
 
@@ -66,7 +82,10 @@ class ConversionReport:
     """The result of `sepconv.convert.convert` besides the model.
 
     `rule` names how ranks were chosen; `calibration` where output errors come
-    from; `counting` how parameters and MACs were counted. Model totals
+    from; `counting` how parameters and MACs were counted; `reconstruction`
+    how layers were refitted on the data (and the memory it took);
+    `network_error_before`/`_after` the relative error of the model's outputs
+    on the calibration data, SVD only and after reconstruction. Model totals
     (`params_*`, `macs_*`) cover every layer; `macs_*` are None when the
     model's shapes are not fully known.
     """
@@ -81,6 +100,9 @@ class ConversionReport:
     macs_after: int | None
     calibration: str
     counting: str
+    reconstruction: str = "not done (reconstruct=False)"
+    network_error_before: float | None = None
+    network_error_after: float | None = None
 
     def to_dict(self):
         """A JSON-ready dictionary of everything in the report."""
@@ -89,6 +111,9 @@ class ConversionReport:
             "rule": self.rule,
             "calibration": self.calibration,
             "counting": self.counting,
+            "reconstruction": self.reconstruction,
+            "network_error_before": self.network_error_before,
+            "network_error_after": self.network_error_after,
             "totals": {
                 "params_before": self.params_before,
                 "params_after": self.params_after,
@@ -128,6 +153,7 @@ def render_report(report):
         ("Energy kept", "right"),
         ("Kernel error", "right"),
         ("Output error", "right"),
+        ("Reconstructed error", "right"),
     ):
         table.add_column(header, justify=justify, overflow="fold")
     for row in report.layers:
@@ -141,6 +167,9 @@ def render_report(report):
             f"{row.energy:.4f}",
             _fraction(row.kernel_error),
             _fraction(row.output_error),
+            "-"
+            if row.reconstruction_error_after is None
+            else f"{_fraction(row.reconstruction_error_before)} -> {_fraction(row.reconstruction_error_after)}",
         )
     parts = [table]
     if report.skipped:
@@ -161,6 +190,14 @@ def render_report(report):
         ),
         f"Rank = depth multiplier; full rank = min(kernel taps, filters) is exact. Calibration: {report.calibration}",
         f"Counting: {report.counting}",
+        f"Reconstruction: {report.reconstruction}",
     ]
+    if report.network_error_after is not None:
+        notes += [
+            f"Model output error on the calibration data: {_fraction(report.network_error_before)} (SVD) -> "
+            f"{_fraction(report.network_error_after)} (reconstructed). Reconstructed error: each layer before its "
+            "activation, fed the converted network's inputs; Output error: each layer alone on the original "
+            "network's inputs (a reconstructed layer also corrects its predecessors' errors, so it can be large)."
+        ]
     notes += [f"{row.name}: {note}" for row in report.layers for note in row.notes]
     return Group(*parts, *(Text(note) for note in notes))

@@ -1,0 +1,270 @@
+"""Data-aware reconstruction and distillation against numpy least squares and Keras' own layers."""
+
+import math
+import re
+
+import keras
+import numpy as np
+import pytest
+import reference
+from helpers import BACKEND
+from test_convert import branchy_model, numpy, randomize, relative_error, single_conv
+
+from sepconv.convert import convert, factorize, finetune
+from sepconv.convert._finetune import distillation_loss
+from sepconv.data import Batches
+
+
+def linear_twin(conv):
+    """The same convolution without its activation: the target reconstruction fits."""
+    twin = type(conv).from_config(dict(conv.get_config(), activation=None, name="twin"))
+    twin.build(conv.input.shape)
+    twin.set_weights(conv.get_weights())
+    return twin
+
+
+def channels_last(x, data_format):
+    return x if data_format == "channels_last" else np.moveaxis(x, 1, -1)
+
+
+def depthwise_outputs(layer, x):
+    """`(positions, C r)` outputs of `layer`'s depthwise half on channels_last `x`, by a numpy loop."""
+    out = reference.depthwise(x, numpy(layer.depthwise_kernel), layer.strides, layer.padding, layer.dilation_rate)
+    return out.reshape(-1, out.shape[-1])
+
+
+def lstsq_pointwise(layer, x, target):
+    """Pointwise kernel and bias minimizing ||target - [dw(x), 1] theta|| (numpy lstsq), and its error."""
+    dw = depthwise_outputs(layer, x)
+    a = np.concatenate([dw, np.ones((len(dw), 1))], axis=1) if layer.use_bias else dw
+    theta = np.linalg.lstsq(a, target, rcond=None)[0]
+    error = np.linalg.norm(a @ theta - target) / np.linalg.norm(target)
+    return theta[: dw.shape[1]], (theta[-1] if layer.use_bias else None), error
+
+
+# The first case runs on every backend; the others once (slow), to keep `make test` short.
+SINGLE_CASES = [
+    (lambda: keras.layers.Conv2D(6, 3, padding="same", activation="relu"), (6, 6, 3), 1),
+    pytest.param(
+        lambda: keras.layers.Conv2D(5, (3, 2), strides=2, padding="valid", use_bias=False), (7, 6, 4), 2,
+        marks=pytest.mark.slow,
+    ),
+    pytest.param(
+        lambda: keras.layers.Conv2D(4, 3, dilation_rate=2, padding="same", data_format="channels_first"), (3, 7, 7), 1,
+        marks=pytest.mark.slow,
+    ),
+    pytest.param(lambda: keras.layers.Conv1D(6, 3, padding="causal", activation="tanh"), (10, 4), 2,
+                 marks=pytest.mark.slow),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("make_layer, input_shape, rank", SINGLE_CASES)
+def test_pointwise_and_bias_are_the_numpy_least_squares_solution(make_layer, input_shape, rank, rng):
+    conv = make_layer()
+    if conv.data_format == "channels_first" and BACKEND == "tensorflow":
+        pytest.skip("TensorFlow's CPU convolutions refuse channels_first")
+    model = single_conv(conv, input_shape, rng)
+    x = rng.normal(size=(10, *input_shape)).astype("float32")
+    new_model, report = convert(model, rank=rank, calibration=x, reconstruct=True, iterations=0, ridge=0.0)
+    layer = new_model.layers[0]
+    x_last = channels_last(x, conv.data_format).astype(np.float64)
+    target = channels_last(numpy(linear_twin(conv)(x)), conv.data_format)
+    pointwise, bias, error = lstsq_pointwise(layer, x_last, target.reshape(-1, conv.filters))
+    # float32 patches and targets, float64 normal equations: agreement to ~1e-4 relative.
+    got = numpy(layer.pointwise_kernel).reshape(pointwise.shape)
+    assert np.linalg.norm(got - pointwise) <= 1e-3 * np.linalg.norm(pointwise)
+    if conv.use_bias:
+        np.testing.assert_allclose(numpy(layer.bias), bias, rtol=1e-3, atol=1e-4 * np.abs(bias).max())
+    row = report.layers[0]
+    assert row.reconstruction_error_after == pytest.approx(error, rel=1e-3)
+    # Before: the SVD factors (tested against numpy's SVD in test_convert) on the same data.
+    d, p = factorize(numpy(conv.kernel), rank)
+    svd_kernel = np.einsum("...cm,cmf->...cf", d, p.reshape(d.shape[-2], rank, -1))
+    twin = linear_twin(conv)
+    twin.set_weights([svd_kernel.astype("float32"), *conv.get_weights()[1:]])
+    svd_out = channels_last(numpy(twin(x)), conv.data_format)
+    expected_before = np.linalg.norm(svd_out - target) / np.linalg.norm(target)
+    assert row.reconstruction_error_before == pytest.approx(expected_before, rel=1e-3)
+    assert row.reconstruction_error_after <= row.reconstruction_error_before
+
+
+def two_layer_model(rng):
+    inputs = keras.Input((7, 7, 3))
+    x = keras.layers.Conv2D(5, 3, padding="same", name="first")(inputs)
+    x = keras.layers.BatchNormalization(name="norm")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="second")(x)
+    model = randomize(keras.Model(inputs, x), rng)
+    variance = model.get_layer("norm").moving_variance
+    variance.assign(np.abs(numpy(variance)).astype("float32") + 0.5)
+    return model
+
+
+def test_each_layer_is_fitted_on_the_converted_networks_inputs(rng):
+    model = two_layer_model(rng)
+    x = rng.normal(size=(12, 7, 7, 3)).astype("float32")
+    new_model, report = convert(model, rank=1, calibration=x, reconstruct=True, iterations=0, ridge=0.0)
+
+    def head(network):  # the second layer's inputs in `network`, by its own layers
+        normalized = network.get_layer("norm")(network.get_layer("first")(x), training=False)
+        return numpy(keras.ops.relu(normalized))
+
+    second = model.get_layer("second")
+    target = numpy(linear_twin(second)(head(model).astype("float32"))).reshape(-1, 4)
+    pointwise, bias, error = lstsq_pointwise(new_model.get_layer("second"), head(new_model), target)
+    got = numpy(new_model.get_layer("second").pointwise_kernel).reshape(pointwise.shape)
+    assert np.linalg.norm(got - pointwise) <= 1e-3 * np.linalg.norm(pointwise)
+    assert report.layers[1].reconstruction_error_after == pytest.approx(error, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_alternating_steps_never_increase_the_error_and_beat_the_svd(rng):
+    model = two_layer_model(rng)
+    x = rng.normal(size=(16, 7, 7, 3)).astype("float32")
+    held_out = rng.normal(size=(16, 7, 7, 3)).astype("float32")
+    _, pointwise_only = convert(model, rank=1, calibration=x, reconstruct=True, iterations=0)
+    svd_model, _ = convert(model, rank=1, calibration=None)
+    new_model, report = convert(model, rank=1, calibration=x, reconstruct=True, iterations=3)
+    for row, pointwise_row in zip(report.layers, pointwise_only.layers):
+        steps = row.reconstruction_steps
+        assert len(steps) == 7  # 3 x (pointwise, depthwise) + the last pointwise solve
+        assert all(b <= a * (1 + 1e-9) for a, b in zip(steps, steps[1:]))
+        assert row.reconstruction_error_after < row.reconstruction_error_before
+    assert report.layers[0].reconstruction_error_after <= pointwise_only.layers[0].reconstruction_error_after
+    # The whole network is closer to the original on data it was not fitted on.
+    before = numpy(model(held_out))
+    assert relative_error(before, new_model(held_out)) < relative_error(before, svd_model(held_out))
+    assert report.reconstruction.startswith("alternating least squares on the pre-activation outputs, 3 iteration")
+    on_calibration = relative_error(model(x), new_model(x))
+    assert report.network_error_after == pytest.approx(on_calibration, rel=1e-4)
+    assert report.network_error_before == pytest.approx(relative_error(model(x), svd_model(x)), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_branches_sharing_nesting_keep_working_and_full_rank_stays_exact(rng):
+    model = branchy_model(rng)
+    x = rng.normal(size=(16, 8, 8, 3)).astype("float32")
+    held_out = rng.normal(size=(8, 8, 8, 3)).astype("float32")
+    before = numpy(model(held_out))
+    exact, _ = convert(model, calibration=x, reconstruct=True, iterations=1)
+    assert relative_error(before, exact(held_out)) < 1e-3
+    svd_model, _ = convert(model, rank=1, calibration=None)
+    fitted, report = convert(model, rank=1, calibration=x, reconstruct=True, iterations=1, calibration_batch_size=8)
+    assert [row.name for row in report.layers][2:4] == ["inner_functional/inner_conv", "inner_sequential/seq_conv"]
+    assert all(row.reconstruction_error_after <= row.reconstruction_error_before for row in report.layers)
+    assert relative_error(before, fitted(held_out)) < relative_error(before, svd_model(held_out))
+
+
+def constant_branch_model(rng):
+    """conv_a sees spatially constant images (all its taps alike), conv_b sees noise."""
+    inputs = keras.Input((6, 6, 4))
+    flat = keras.layers.GlobalAveragePooling2D(keepdims=True)(inputs)
+    flat = keras.layers.UpSampling2D(6)(flat)
+    a = keras.layers.Conv2D(8, 3, name="conv_a")(flat)
+    b = keras.layers.Conv2D(8, 3, name="conv_b")(inputs)
+    return randomize(keras.Model(inputs, keras.layers.Concatenate()([a, b]), name="two_branches"), rng)
+
+
+@pytest.mark.slow
+def test_budget_on_data_spends_the_rank_where_the_output_needs_it(rng):
+    model = constant_branch_model(rng)
+    x = rng.normal(size=(16, 6, 6, 4)).astype("float32")
+    _, by_kernel = convert(model, budget=0.6, calibration=None)
+    _, by_data = convert(model, budget=0.6, calibration=x, reconstruct=True)
+    ranks = {row.name: row.rank for row in by_data.layers}
+    kernel_ranks = {row.name: row.rank for row in by_kernel.layers}
+    # On constant images a 3x3 filter acts through the sum of its taps only: rank 1 is exact there.
+    assert ranks["conv_a"] == 1 < kernel_ranks["conv_a"]
+    assert ranks["conv_b"] > kernel_ranks["conv_b"]
+    assert by_data.layers[0].reconstruction_error_after < 1e-3
+    assert by_data.params_after <= 0.6 * by_data.params_before
+    assert by_data.rule == "budget=0.6 of params, ranks by output error on the calibration data"
+
+
+def test_reconstruction_errors_are_pinned(rng):
+    model = two_layer_model(rng)
+    x = rng.normal(size=(12, 7, 7, 3)).astype("float32")
+    cases = [
+        (dict(calibration="random"), ValueError,
+         "reconstruct needs calibration data: an array of model inputs (no labels). Received: calibration='random'"),
+        (dict(calibration=None), ValueError,
+         "reconstruct needs calibration data: an array of model inputs (no labels). Received: calibration=None"),
+        (dict(calibration=x[..., :2]), ValueError,
+         "calibration samples must have the model's input shape (7, 7, 3). Received: calibration shape=(12, 7, 7, 2)"),
+        (dict(calibration=x[:, :5]), ValueError,
+         "calibration samples must have the model's input shape (7, 7, 3). Received: calibration shape=(12, 5, 7, 3)"),
+        (dict(calibration=x[:0]), ValueError,
+         "calibration must hold the same positive number of samples in every input. Received: calibration sizes=[0]"),
+        (dict(calibration=x, iterations=-1), ValueError, "iterations must be non-negative. Received: iterations=-1"),
+        (dict(calibration=x, ridge=-1.0), ValueError, "ridge must be a number in [0, inf). Received: ridge=-1.0"),
+        (dict(calibration=x, reconstruct="yes"), TypeError,
+         "reconstruct must be True or False. Received: reconstruct='yes'"),
+    ]  # fmt: skip
+    for kwargs, error, message in cases:
+        kwargs = {"rank": 1, "reconstruct": True, **kwargs}
+        with pytest.raises(error, match=f"^{re.escape(message)}$"):
+            convert(model, **kwargs)
+    # One output position per sample: 4 samples cannot determine 8 x 1 + 1 unknowns per filter.
+    tiny = single_conv(keras.layers.Conv2D(4, 3, name="tiny_conv"), (3, 3, 8), rng)
+    too_small = (
+        "calibration is too small to reconstruct layer 'tiny_conv': 4 samples give 4 output positions, fewer "
+        "than its 9 unknowns per filter (input channels x rank + bias). Received: calibration size=4"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(too_small)}$"):
+        convert(tiny, rank=1, calibration=rng.normal(size=(4, 3, 3, 8)).astype("float32"), reconstruct=True)
+
+
+def numpy_distillation(labels, student, teacher, temperature, label_weight):
+    """Hinton et al. 2015 on probabilities, in float64: T^2 KL(p_t^T || p_s^T) and cross-entropy."""
+
+    def soften(p):
+        z = np.log(p) / temperature
+        z = np.exp(z - z.max(-1, keepdims=True))
+        return z / z.sum(-1, keepdims=True)
+
+    pt, ps = soften(teacher), soften(student)
+    kl = np.sum(pt * (np.log(pt) - np.log(ps)), -1)
+    hard = -np.log(student[np.arange(len(labels)), labels])
+    return (1 - label_weight) * temperature**2 * kl + label_weight * hard
+
+
+@pytest.mark.parametrize("temperature, label_weight", [(1.0, 0.0), (4.0, 0.0), (2.0, 0.3), (3.0, 1.0)])
+def test_distillation_loss_matches_numpy(temperature, label_weight, rng):
+    student = rng.dirichlet(np.ones(5), size=6)
+    teacher = rng.dirichlet(np.ones(5), size=6)
+    labels = rng.integers(0, 5, size=6)
+    loss = distillation_loss(5, temperature, label_weight, from_logits=False)
+    got = numpy(loss(labels, np.concatenate([student, teacher], -1).astype("float32")))
+    expected = numpy_distillation(labels, student, teacher, temperature, label_weight)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    logits = np.log(np.concatenate([student, teacher], -1))
+    from_logits = distillation_loss(5, temperature, label_weight, from_logits=True)
+    np.testing.assert_allclose(numpy(from_logits(labels, logits.astype("float32"))), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_finetune_distills_from_the_teacher_and_leaves_it_untouched(rng):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="norm")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    teacher = randomize(keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)), rng)
+    teacher.get_layer("norm").moving_variance.assign(np.ones(6, "float32"))
+    teacher.get_layer("norm").trainable = False  # a frozen layer stays frozen
+    student, _ = convert(teacher, rank=1, calibration=None)
+    images = rng.integers(0, 256, size=(32, 8, 8, 3), dtype=np.uint8)
+    train = Batches(images, rng.integers(0, 3, size=32), batch_size=16, seed=0)
+    student.get_layer("norm").trainable = True
+    weights = [numpy(w) for w in teacher.weights]
+    statistics = numpy(student.get_layer("norm").moving_mean)
+    history = finetune(student, train, epochs=3, learning_rate=1e-2, verbose=0, teacher=teacher, temperature=2.0)
+    np.testing.assert_array_equal(numpy(student.get_layer("norm").moving_mean), statistics)  # frozen BatchNorm
+    assert student.get_layer("norm").trainable
+    assert history["loss"][-1] < history["loss"][0] and "accuracy" in history
+    for before, after in zip(weights, teacher.weights):
+        np.testing.assert_array_equal(before, numpy(after))
+    assert teacher.trainable and not teacher.get_layer("norm").trainable
+    with pytest.raises(ValueError, match=r"^label_weight must be a number in \[0, 1\]\. Received: label_weight=1\.5$"):
+        finetune(student, train, teacher=teacher, label_weight=1.5)
+    with pytest.raises(ValueError, match=r"^temperature must be a number in \(0, inf\)\. Received: temperature=0$"):
+        finetune(student, train, teacher=teacher, temperature=0)
