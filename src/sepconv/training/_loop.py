@@ -4,9 +4,9 @@ import os
 
 import keras
 
-from sepconv.data import Batches
 from sepconv import _run_folder as layout
 from sepconv.training._callbacks import Checkpoint, DataEpoch, EpochLog
+from sepconv.training._distribution import SINGLE
 from sepconv.training._epoch_display import EpochLines, RichProgress
 
 
@@ -70,9 +70,12 @@ def build_model(name, config, input_shape, num_classes, steps_per_epoch):
     return model
 
 
-def training_batches(splits, config):
-    """The training data of a run: shuffled per epoch, augmented if `config.augment`."""
-    return Batches(
+def training_batches(splits, config, placement=SINGLE):
+    """The training data of a run: shuffled per epoch, augmented if `config.augment`.
+
+    Under a distribution, this process's share of each global batch (`Placement.batches`).
+    """
+    return placement.batches(
         splits.x_train, splits.y_train, batch_size=config.batch_size, augment=config.augment, seed=config.seed
     )
 
@@ -96,33 +99,39 @@ def model_costs(model):
     return profile.params, profile.macs
 
 
-def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved=None, test_data=True):
+def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved=None, test_data=True,
+              placement=SINGLE):  # fmt: skip
     """Trains model `name` in `folder`, continuing from its `state.json` when there is one.
 
     Returns the final state (see `Checkpoint`), with `finished=True`. `test_data=False`
     skips the test-set evaluation (used when validation images come from the test set).
+    `placement` (`sepconv.training._distribution`): every process trains, only its
+    `writer` (process 0) writes files.
     """
-    os.makedirs(folder, exist_ok=True)
     state_path = os.path.join(folder, layout.STATE)
     state = layout.read_json(state_path) if os.path.exists(state_path) else {"model": name, "finished": False}
-    layout.remove_temporaries(folder)
-    _remove_stale_checkpoints(folder, keep=state.get("checkpoint"))
+    if placement.writer:
+        os.makedirs(folder, exist_ok=True)
+        layout.remove_temporaries(folder)
+        _remove_stale_checkpoints(folder, keep=state.get("checkpoint"))
     if state["finished"]:
         return state
 
-    train = training_batches(splits, config)
-    val = Batches(splits.x_val, splits.y_val, batch_size=config.batch_size, shuffle=False)
+    train = training_batches(splits, config, placement)
+    val = placement.batches(splits.x_val, splits.y_val, batch_size=config.batch_size, shuffle=False)
     done = state.get("epochs_done", 0)
     if done:  # weights and optimizer state (step count, moments) come from the checkpoint
-        model = keras.saving.load_model(os.path.join(folder, state["checkpoint"]))
+        model = placement.load_model(os.path.join(folder, state["checkpoint"]), config.seed)
     else:
         model = build_model(name, config, splits.x_train.shape[1:], len(splits.class_names), len(train))
         state["params"], state["macs"] = model_costs(model)
 
     label = label or name
-    log = EpochLog(name, len(splits.y_train), rows=state.get("history", ()))
+    images = getattr(train, "images_per_epoch", len(splits.y_train))  # all processes together
+    log = EpochLog(name, images, rows=state.get("history", ()))
     display = EpochLines(label, log, config.epochs) if quiet else RichProgress(label, log, config.epochs, done)
-    callbacks = [DataEpoch(train), log, Checkpoint(folder, log, state, on_saved), display]
+    checkpoint = Checkpoint(folder, log, state, on_saved, writer=placement.writer, saving=placement.saving)
+    callbacks = [DataEpoch(train), log, checkpoint, display]
     try:
         model.fit(
             fit_input(train),
@@ -137,14 +146,17 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
         display.close()
 
     last = os.path.join(folder, state["checkpoint"])
-    layout.copy_file(last, os.path.join(folder, layout.FINAL))
+    if placement.writer:
+        layout.copy_file(last, os.path.join(folder, layout.FINAL))
     if test_data:
-        best = keras.saving.load_model(os.path.join(folder, layout.BEST))
-        test = Batches(splits.x_test, splits.y_test, batch_size=config.batch_size, shuffle=False)
+        placement.barrier(f"{name}: best.keras written")  # every process evaluates process 0's file
+        best = placement.load_model(os.path.join(folder, layout.BEST), config.seed)
+        test = placement.batches(splits.x_test, splits.y_test, batch_size=config.batch_size, shuffle=False)
         state["test_accuracy"] = float(best.evaluate(test, verbose=0, return_dict=True)["accuracy"])
     state.update(finished=True, checkpoint=layout.FINAL)
-    layout.write_json(state_path, state)
-    os.remove(last)
+    if placement.writer:
+        layout.write_json(state_path, state)
+        os.remove(last)
     return state
 
 
