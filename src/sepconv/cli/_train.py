@@ -25,9 +25,7 @@ def add_parser(subparsers):
 
 def add_run_flags(parser):
     """The flags `train` and `compare` share: one per `TrainConfig` field, then the run's own."""
-    from sepconv.training import TrainConfig
-
-    from sepconv.training import DistributionConfig
+    from sepconv.training import DistributionConfig, TrainConfig
 
     # Shown defaults are the tutorial recipe's; `--recipe strong` brings its own.
     _args.add_options(parser, TrainConfig, default_label="tutorial:")

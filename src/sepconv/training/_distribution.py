@@ -30,6 +30,7 @@ import datetime
 import math
 import os
 import socket
+import sys
 import time
 
 from sepconv import _options, _validation
@@ -326,6 +327,13 @@ def _initialize(config):
     else:
         _wait_for_port(host.strip("[]"), int(port), deadline, address, config.timeout)
     seconds = max(1, math.ceil(deadline - time.monotonic()))
+    # JAX itself ends a process whose peers do not all arrive in time, with its own message.
+    print(
+        f"process {config.process_id} of {config.num_processes}: joining the coordinator at {address} "
+        f"(waiting at most {seconds} s for all processes)",
+        file=sys.stderr,
+        flush=True,
+    )
     jax.distributed.initialize(
         coordinator_address=address,
         num_processes=config.num_processes,
