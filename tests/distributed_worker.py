@@ -25,6 +25,7 @@ import numpy as np
 
 CLASSES = ("red", "green", "blue")
 TINY = {"blocks": ((4, 1),)}
+EPOCHS = 2  # the test kills a process in epoch 2 and resumes it
 
 
 def synthetic(train_per_class=40, test_per_class=8, size=8):
@@ -46,7 +47,7 @@ def synthetic(train_per_class=40, test_per_class=8, size=8):
 def config():
     from sepconv.training import make_config
 
-    return make_config("tutorial", epochs=3, batch_size=16, validation=0.2, model_kwargs=TINY)
+    return make_config("tutorial", epochs=EPOCHS, batch_size=16, validation=0.2, model_kwargs=TINY)
 
 
 def record_batches(seen):

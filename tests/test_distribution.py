@@ -13,7 +13,7 @@ are marked slow (run once, in the TensorFlow round of `make test`):
 
 Tolerance: 1e-5 relative on losses and accuracies. The runs differ from the reference
 only in the order of float32 sums (a loss or gradient summed over 2 x 8 images instead of
-16, plus an all-reduce): a few ulp (about 1e-7) per step, grown by the 18 Adam steps of
+16, plus an all-reduce): a few ulp (about 1e-7) per step, grown by the 12 Adam steps of
 a run. On this CPU, XLA gave bit-identical curves; other devices (GPUs) reduce in other
 orders, hence a tolerance at all.
 """
@@ -304,7 +304,7 @@ def test_layers_on_batch_sharded_inputs_and_layout_map(runs):
 def test_two_devices_train_as_one(runs):
     result = runs["devices"]
     reference = result["reference"]
-    assert len(reference["history"]["vgg_separable"]) == 3
+    assert len(reference["history"]["vgg_separable"]) == 2
     np.testing.assert_allclose(_curve(result["history"]), _curve(reference["history"]), rtol=RTOL)
     # One process feeds both devices: the same global batches as the one-device run.
     assert _batches(result["seen"]) == _batches(reference["seen"])
@@ -325,9 +325,9 @@ def test_two_processes_killed_then_resumed_train_as_one(runs):
     assert runs["state_when_killed"]["epochs_done"] == 1  # killed in epoch 2
     reference = runs["devices"]["reference"]
     for result in runs["processes"]:
-        assert [row["epoch"] for row in result["history"]["vgg_separable"]] == [1, 2, 3]
+        assert [row["epoch"] for row in result["history"]["vgg_separable"]] == [1, 2]
         np.testing.assert_allclose(_curve(result["history"]), _curve(reference["history"]), rtol=RTOL)
-    # Disjoint halves of the one-device run's batches, for the resumed epochs 2 and 3 (0-based 1, 2;
+    # Disjoint halves of the one-device run's batches, for the resumed epoch 2 (0-based 1;
     # `fit` peeks at a batch of epoch 0 before the first epoch starts).
     first, second = ({k: v for k, v in _batches(r["seen"]).items() if k[0] >= 1} for r in runs["processes"])
     expected = {key: ids for key, ids in _batches(reference["seen"]).items() if key[0] >= 1}
@@ -348,4 +348,4 @@ def test_only_process_zero_writes(runs):
     assert record["distribution"]["processes"] == 2 and record["distribution"]["per_device_batch_size"] == 8
     assert [r["distribution"]["processes"] for r in record["resumed"]] == [2]
     history = (folder / "history.csv").read_text().splitlines()
-    assert [line.split(",")[1] for line in history[1:]] == ["1", "2", "3"]
+    assert [line.split(",")[1] for line in history[1:]] == ["1", "2"]

@@ -215,9 +215,10 @@ class Placement:
     def saving(self):
         """Saving a model without the distribution set.
 
-        Keras' `.keras` saving builds a throwaway optimizer, whose variables, created under
-        a multi-process distribution, would be a collective step that only process 0 takes
-        (and so would wait forever). Replicated weights are read from the local copy.
+        Keras' `.keras` saving builds a throwaway optimizer whose variables, created under
+        a multi-process distribution, would be a step every process must take (it checks
+        that all processes hold the same value), taken by process 0 alone: it fails.
+        Replicated weights are read from the local copy.
         """
         import keras
 
@@ -242,17 +243,18 @@ def start(config=None, batch_size=None):
     evenly over all devices; starts the multi-process runtime once per process (later
     calls with the same config return the same `Placement`). Returns a `Placement`.
     """
-    if config is None or (isinstance(config, DistributionConfig) and not config.enabled):
-        return SINGLE
-    if not isinstance(config, DistributionConfig):
+    if config is not None and not isinstance(config, DistributionConfig):
         raise TypeError(f"distribution must be a DistributionConfig or None. Received: distribution={config!r}")
+    enabled = config is not None and config.enabled
+    if _started and config not in _started:  # a distribution, once set, stays for the process
+        raise ValueError(
+            f"one process trains with one distribution ({next(iter(_started))}); start a new process for "
+            f"another. Received: distribution={config}"
+        )
+    if not enabled:
+        return SINGLE
     placement = _started.get(config)
     if placement is None:
-        if _started:
-            raise ValueError(
-                "one process trains with one distribution; start a new process for another. "
-                f"Received: distribution={config}"
-            )
         placement = _started[config] = _start(config, batch_size)
     _check_batch(batch_size, placement.processes, placement.local_devices)
     return placement
