@@ -84,6 +84,19 @@ def test_no_distribution_is_one_device():
     assert start_distribution(DistributionConfig(), 15) is placement
 
 
+def test_a_process_keeps_its_distribution(monkeypatch):
+    from sepconv.training import _distribution
+
+    monkeypatch.setitem(_distribution._started, DistributionConfig(devices=2), _distribution.SINGLE)
+    with pytest.raises(ValueError) as error:
+        start_distribution(None, 16)
+    assert str(error.value) == (
+        "one process trains with one distribution (DistributionConfig(devices=2, coordinator=None, "
+        "num_processes=None, process_id=None, timeout=300.0)); start a new process for another. "
+        "Received: distribution=None"
+    )
+
+
 @pytest.mark.parametrize("augment", [False, True])
 @pytest.mark.parametrize("n", [30, 27, 32])
 def test_sharded_batches_split_each_global_batch(augment, n):
