@@ -99,7 +99,7 @@ def test_out_must_not_hold_a_run(tmp_path, capsys):
 def test_interrupted_run_says_how_to_resume(tmp_path, monkeypatch, capsys):
     out = str(tmp_path / "run")
 
-    def interrupted(models, config, out, quiet):
+    def interrupted(models, config, out, quiet, distribution=None):
         os.makedirs(out)
         open(os.path.join(out, "config.json"), "w").close()
         raise KeyboardInterrupt

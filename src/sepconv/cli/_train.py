@@ -25,10 +25,12 @@ def add_parser(subparsers):
 
 def add_run_flags(parser):
     """The flags `train` and `compare` share: one per `TrainConfig` field, then the run's own."""
-    from sepconv.training import TrainConfig
+    from sepconv.training import DistributionConfig, TrainConfig
 
     # Shown defaults are the tutorial recipe's; `--recipe strong` brings its own.
     _args.add_options(parser, TrainConfig, default_label="tutorial:")
+    # Where it trains (not what it computes): also allowed with --resume.
+    _args.add_options(parser, DistributionConfig)
     parser.add_argument("--out", metavar="DIR", help="run folder (default runs/<timestamp>-<models>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its saved settings")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
@@ -44,6 +46,7 @@ def execute(args, models):
     """Runs `compare` (or `resume`) for parsed `args`; prints a summary and the report path."""
     from sepconv import _run_folder, training
 
+    distribution = distribution_from_args(args)
     if args.resume:
         _check_resume_flags(args, models)
         data = None
@@ -52,11 +55,15 @@ def execute(args, models):
 
             data = load_cifar10(args.data, progress=not args.quiet)
         folder = args.resume
-        call = lambda: training.resume(folder, quiet=args.quiet, data=data)  # noqa: E731
+        call = lambda: training.resume(folder, quiet=args.quiet, data=data, distribution=distribution)  # noqa: E731
     else:
         config = config_from_args(args)
-        folder = args.out or _run_folder.default_folder(models)
-        call = lambda: training.compare(models, config, out=folder, quiet=args.quiet)  # noqa: E731
+        # Processes of a distributed run agree on the start time, hence on the default folder.
+        start = training.start_distribution(distribution, config.batch_size).start_time()
+        folder = args.out or _run_folder.default_folder(models, now=start)
+        call = lambda: training.compare(  # noqa: E731
+            models, config, out=folder, quiet=args.quiet, distribution=distribution
+        )
     try:
         result = call()
     except KeyboardInterrupt:
@@ -71,6 +78,13 @@ def execute(args, models):
         )
     print(f"report: {os.path.join(result.folder, 'report.md')} and report.html")
     return 0
+
+
+def distribution_from_args(args):
+    """A `DistributionConfig` from the flags given, the rest from Keras' environment variables."""
+    from sepconv.training import DistributionConfig
+
+    return DistributionConfig.from_environment(**_args.options_from_args(args, DistributionConfig))
 
 
 def config_from_args(args):

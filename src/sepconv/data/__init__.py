@@ -13,6 +13,7 @@ val = Batches(splits.x_val, splits.y_val, shuffle=False)
 from sepconv.data._batches import CIFAR10_MEAN, CIFAR10_STD, Batches
 from sepconv.data._cifar10 import CIFAR10_CLASSES, Cifar10
 from sepconv.data._load import load_cifar10
+from sepconv.data._shards import ShardedBatches
 from sepconv.data._splits import Splits, make_splits, stratified_subset
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "Cifar10",
+    "ShardedBatches",
     "Splits",
     "load_cifar10",
     "make_splits",

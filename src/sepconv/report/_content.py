@@ -122,6 +122,8 @@ def _notes(run):
     if single:
         notes.insert(1, f"Only one epoch for {', '.join(single)}: its time includes tracing and compilation.")
     notes.append(f"Validation: {run.record['data']['validation']}.")
+    if (run.record.get("distribution") or {}).get("keras_distribution"):
+        notes.append(_distribution_note(run))
     chance = 1 / len(run.record["data"]["class_names"])
     stuck = [r["model"] for r in run.results if r["best_val_accuracy"] <= chance + 0.02]
     if stuck:
@@ -137,6 +139,19 @@ def _notes(run):
             "cores): times are longer than on an idle machine."
         )
     return notes
+
+
+def _distribution_note(run):
+    """Devices, processes and images per second per device (`sepconv.training._distribution`)."""
+    where = run.record["distribution"]
+    rates = ", ".join(
+        f"{r['model']} {r['median_images_per_s_per_device']:,.0f}" for r in run.results if "devices" in r
+    )
+    return (
+        f"Trained data-parallel on {where['devices']} device(s), {where['processes']} process(es) "
+        f"({where['devices_per_process']} per process), {where.get('per_device_batch_size', '-')} images per device "
+        f"per step; img/s per device: {rates or '-'}."
+    )
 
 
 def _provenance(run):

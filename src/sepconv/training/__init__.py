@@ -14,13 +14,17 @@ history.csv, results.json, per-model checkpoints, report.md, report.html and plo
 """
 
 from sepconv.training._config import OPTIMIZERS, PRESETS, RECIPES, SCHEDULES, TrainConfig, make_config
+from sepconv.training._distribution import DistributionConfig, Placement
+from sepconv.training._distribution import start as start_distribution
 from sepconv.training._experiment import DEFAULT_MODELS, RunResult, compare, resume, train
 from sepconv.training._loop import SparseCrossentropy
 
 __all__ = [
     "DEFAULT_MODELS",
+    "DistributionConfig",
     "OPTIMIZERS",
     "PRESETS",
+    "Placement",
     "RECIPES",
     "RunResult",
     "SCHEDULES",
@@ -29,5 +33,6 @@ __all__ = [
     "compare",
     "make_config",
     "resume",
+    "start_distribution",
     "train",
 ]

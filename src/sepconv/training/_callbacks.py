@@ -1,5 +1,6 @@
 """Keras callbacks of a training run: data order, per-epoch records, checkpoints."""
 
+import contextlib
 import os
 import time
 
@@ -83,24 +84,33 @@ class Checkpoint(keras.callbacks.Callback):
     `state.json` naming both, with the history so far. The state is written after the
     files it names and the previous checkpoint is deleted only after that, so at every
     instant `state.json` describes files that exist. `on_saved()` is called last.
+    With `writer=False` (processes other than 0 of a distributed run) only the state in
+    memory is updated; `saving()` is the context the model is saved in.
     """
 
-    def __init__(self, folder, log, state, on_saved=None):
+    def __init__(self, folder, log, state, on_saved=None, writer=True, saving=contextlib.nullcontext):
         super().__init__()
         self.folder = folder
         self.log = log
         self.state = state
         self.on_saved = on_saved
+        self.writer = writer
+        self.saving = saving
 
     def on_epoch_end(self, epoch, logs=None):
         row = self.log.rows[-1]
         previous = self.state.get("checkpoint")
         name = layout.checkpoint_name(epoch + 1)
-        save_model(self.model, os.path.join(self.folder, name))
-        if self.state.get("best_epoch") is None or row["val_accuracy"] > self.state["best_val_accuracy"]:
-            layout.copy_file(os.path.join(self.folder, name), os.path.join(self.folder, layout.BEST))
+        best = self.state.get("best_epoch") is None or row["val_accuracy"] > self.state["best_val_accuracy"]
+        if best:
             self.state.update(best_epoch=row["epoch"], best_val_accuracy=row["val_accuracy"])
         self.state.update(epochs_done=epoch + 1, checkpoint=name, history=list(self.log.rows))
+        if not self.writer:
+            return
+        with self.saving():
+            save_model(self.model, os.path.join(self.folder, name))
+        if best:
+            layout.copy_file(os.path.join(self.folder, name), os.path.join(self.folder, layout.BEST))
         layout.write_json(os.path.join(self.folder, layout.STATE), self.state)
         if previous and previous != name:
             os.remove(os.path.join(self.folder, previous))

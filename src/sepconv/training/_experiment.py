@@ -16,6 +16,7 @@ from sepconv import _run_folder as layout
 from sepconv.data import stratified_subset
 from sepconv.models import check_model_name
 from sepconv.training._config import TrainConfig, rerun_command
+from sepconv.training._distribution import scaling, start as start_distribution
 from sepconv.training._loop import fit_model
 from sepconv.training._results import GAP_NOTE, MACS_NOTE, TIMING_NOTE, summarize
 
@@ -40,12 +41,13 @@ class RunResult:
     history: dict
 
 
-def train(model_name, config=None, *, out=None, quiet=False, data=None, report=True):
+def train(model_name, config=None, *, out=None, quiet=False, data=None, report=True, distribution=None):
     """Trains one model; see `compare`."""
-    return compare([model_name], config, out=out, quiet=quiet, data=data, report=report)
+    return compare([model_name], config, out=out, quiet=quiet, data=data, report=report, distribution=distribution)
 
 
-def compare(model_names=DEFAULT_MODELS, config=None, *, out=None, quiet=False, data=None, report=True):
+def compare(model_names=DEFAULT_MODELS, config=None, *, out=None, quiet=False, data=None, report=True,
+            distribution=None):  # fmt: skip
     """Trains each model in turn on identical data, order, optimizer and schedule.
 
     Args:
@@ -55,6 +57,8 @@ def compare(model_names=DEFAULT_MODELS, config=None, *, out=None, quiet=False, d
         quiet: one printed line per epoch instead of progress bars.
         data: a `sepconv.data.Cifar10` to use instead of loading `config.data`.
         report: write report.md, report.html and the plots at the end.
+        distribution: a `DistributionConfig` (devices, processes) or None for one device;
+            `config.batch_size` is the global batch. Only process 0 writes files.
 
     Returns:
         A `RunResult`.
@@ -67,35 +71,42 @@ def compare(model_names=DEFAULT_MODELS, config=None, *, out=None, quiet=False, d
         raise ValueError(f"model_names must be distinct model names, at least one. Received: model_names={names}")
     for name in names:
         check_model_name(name, argument="model")
-    folder = layout.check_new_folder(out or layout.default_folder(names))
+    placement = start_distribution(distribution, config.batch_size)
+    folder = layout.check_new_folder(out or layout.default_folder(names, now=placement.start_time()))
+    placement.barrier("run folder checked")  # before process 0 writes into it
     splits = _splits(config, data, quiet)
-    os.makedirs(folder, exist_ok=True)
-    layout.write_json(
-        os.path.join(folder, layout.CONFIG),
-        {
-            "models": names,
-            "config": config.to_dict(),
-            "rerun": rerun_command(names, config),
-            "data": _describe(splits),
-            "environment": _provenance.environment(),
-            "resumed": [],
-        },
-    )
-    return _train_all(folder, names, config, splits, quiet, report)
+    if placement.writer:
+        os.makedirs(folder, exist_ok=True)
+        layout.write_json(
+            os.path.join(folder, layout.CONFIG),
+            {
+                "models": names,
+                "config": config.to_dict(),
+                "rerun": rerun_command(names, config),
+                "data": _describe(splits),
+                "environment": _provenance.environment(),
+                "distribution": placement.to_dict(config.batch_size),
+                "resumed": [],
+            },
+        )
+    return _train_all(folder, names, config, splits, quiet, report, placement)
 
 
-def resume(folder, *, quiet=False, data=None, report=True):
+def resume(folder, *, quiet=False, data=None, report=True, distribution=None):
     """Continues the run in `folder` to its final epoch, with its saved config and data.
 
     Finished models are kept, an interrupted one continues from its last checkpoint with
     its history, and models not started yet are trained. `data` is as in `compare`; it
-    must give the same training and validation arrays as the original run.
+    must give the same training and validation arrays as the original run. Every process
+    of a distributed run resumes from the same folder; `distribution` may differ from the
+    original run's (it does not change what is computed).
     """
     record_path = os.path.join(folder, layout.CONFIG)
     if not os.path.isfile(record_path):
         raise FileNotFoundError(f"resume needs a run folder holding config.json. Received: resume={folder!r}")
     record = layout.read_json(record_path)
     config = TrainConfig.from_dict(record["config"])
+    placement = start_distribution(distribution, config.batch_size)
     splits = _splits(config, data, quiet)
     fingerprint = _describe(splits)["fingerprint"]
     if fingerprint != record["data"]["fingerprint"]:
@@ -103,12 +114,13 @@ def resume(folder, *, quiet=False, data=None, report=True):
             "the data differ from those the run started with (training or validation arrays); "
             f"point data at the original copy ({record['data']['source']}). Received: resume={folder!r}"
         )
-    record["resumed"].append(_provenance.environment())
-    layout.write_json(record_path, record)
-    return _train_all(folder, record["models"], config, splits, quiet, report)
+    if placement.writer:
+        record["resumed"].append({**_provenance.environment(), "distribution": placement.to_dict(config.batch_size)})
+        layout.write_json(record_path, record)
+    return _train_all(folder, record["models"], config, splits, quiet, report, placement)
 
 
-def _train_all(folder, names, config, splits, quiet, report):
+def _train_all(folder, names, config, splits, quiet, report, placement):
     print(f"run folder: {folder}\n{splits.describe()}", flush=True)
     states = {}
 
@@ -130,9 +142,12 @@ def _train_all(folder, names, config, splits, quiet, report):
             label=f"{name} [{index}/{len(names)}]",
             on_saved=write_history,
             test_data=config.validation != "test",
+            placement=placement,
         )
+    summaries = {name: {**summarize(state), **scaling(summarize(state), placement)} for name, state in states.items()}
+    if not placement.writer:
+        return RunResult(folder, config, summaries, {name: state["history"] for name, state in states.items()})
     write_history()
-    summaries = {name: summarize(state) for name, state in states.items()}
     layout.write_json(
         os.path.join(folder, layout.RESULTS),
         {"models": list(summaries.values()), "notes": {"timing": TIMING_NOTE, "gap": GAP_NOTE, "macs": MACS_NOTE}},

@@ -3,11 +3,10 @@
 import os
 
 import keras
-import numpy as np
 
-from sepconv.data import Batches
 from sepconv import _run_folder as layout
 from sepconv.training._callbacks import Checkpoint, DataEpoch, EpochLog
+from sepconv.training._distribution import SINGLE
 from sepconv.training._epoch_display import EpochLines, RichProgress
 
 
@@ -101,9 +100,12 @@ def build_model(name, config, input_shape, num_classes, steps_per_epoch):
     return model
 
 
-def training_batches(splits, config):
-    """The training data of a run: shuffled per epoch, augmented as `config` says."""
-    return Batches(
+def training_batches(splits, config, placement=SINGLE):
+    """The training data of a run: shuffled per epoch, augmented as `config` says.
+
+    Under a distribution, this process's share of each global batch (`Placement.batches`).
+    """
+    return placement.batches(
         splits.x_train,
         splits.y_train,
         batch_size=config.batch_size,
@@ -132,34 +134,40 @@ def model_costs(model):
     return profile.params, profile.macs
 
 
-def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved=None, test_data=True):
+def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved=None, test_data=True,
+              placement=SINGLE):  # fmt: skip
     """Trains model `name` in `folder`, continuing from its `state.json` when there is one.
 
     Returns the final state (see `Checkpoint`), with `finished=True`. `test_data=False`
     skips the test-set evaluation (used when validation images come from the test set).
+    `placement` (`sepconv.training._distribution`): every process trains, only its
+    `writer` (process 0) writes files.
     """
-    os.makedirs(folder, exist_ok=True)
     state_path = os.path.join(folder, layout.STATE)
     state = layout.read_json(state_path) if os.path.exists(state_path) else {"model": name, "finished": False}
-    layout.remove_temporaries(folder)
-    _remove_stale_checkpoints(folder, keep=state.get("checkpoint"))
+    if placement.writer:
+        os.makedirs(folder, exist_ok=True)
+        layout.remove_temporaries(folder)
+        _remove_stale_checkpoints(folder, keep=state.get("checkpoint"))
     if state["finished"]:
         return state
 
-    train = training_batches(splits, config)
-    val = Batches(splits.x_val, splits.y_val, batch_size=config.batch_size, shuffle=False)
+    train = training_batches(splits, config, placement)
+    val = placement.batches(splits.x_val, splits.y_val, batch_size=config.batch_size, shuffle=False)
     done = state.get("epochs_done", 0)
     if done:  # weights and optimizer state (step count, moments) come from the checkpoint
-        model = keras.saving.load_model(os.path.join(folder, state["checkpoint"]))
+        model = placement.load_model(os.path.join(folder, state["checkpoint"]), config.seed)
         exclude_from_decay(model.optimizer, config)
     else:
         model = build_model(name, config, splits.x_train.shape[1:], len(splits.class_names), len(train))
         state["params"], state["macs"] = model_costs(model)
 
     label = label or name
-    log = EpochLog(name, len(splits.y_train), rows=state.get("history", ()))
+    images = getattr(train, "images_per_epoch", len(splits.y_train))  # all processes together
+    log = EpochLog(name, images, rows=state.get("history", ()))
     display = EpochLines(label, log, config.epochs) if quiet else RichProgress(label, log, config.epochs, done)
-    callbacks = [DataEpoch(train), log, Checkpoint(folder, log, state, on_saved), display]
+    checkpoint = Checkpoint(folder, log, state, on_saved, writer=placement.writer, saving=placement.saving)
+    callbacks = [DataEpoch(train), log, checkpoint, display]
     try:
         model.fit(
             fit_input(train),
@@ -174,28 +182,35 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
         display.close()
 
     last = os.path.join(folder, state["checkpoint"])
-    layout.copy_file(last, os.path.join(folder, layout.FINAL))
+    if placement.writer:
+        layout.copy_file(last, os.path.join(folder, layout.FINAL))
     if test_data:
-        best = keras.saving.load_model(os.path.join(folder, layout.BEST))
-        test = Batches(splits.x_test, splits.y_test, batch_size=config.batch_size, shuffle=False)
+        placement.barrier(f"{name}: best.keras written")  # every process evaluates process 0's file
+        best = placement.load_model(os.path.join(folder, layout.BEST), config.seed)
+        test = placement.batches(splits.x_test, splits.y_test, batch_size=config.batch_size, shuffle=False)
         state["test_accuracy"] = float(best.evaluate(test, verbose=0, return_dict=True)["accuracy"])
         if config.tta:
             state["test_accuracy_tta"] = flip_tta_accuracy(best, test)
     state.update(finished=True, checkpoint=layout.FINAL)
-    layout.write_json(state_path, state)
-    os.remove(last)
+    if placement.writer:
+        layout.write_json(state_path, state)
+        os.remove(last)
     return state
 
 
 def flip_tta_accuracy(model, batches):
-    """Accuracy of the mean of `model`'s predictions for each image and its left-right mirror."""
+    """Accuracy of the mean of `model`'s predictions for each image and its left-right mirror.
+
+    Measured by `evaluate` on a model that averages both views, so that under a
+    distribution the count covers every process's share of `batches`, as `test_accuracy` does.
+    """
     width_axis = 2 if batches.data_format == "channels_last" else 3
-    correct = 0
-    for index in range(len(batches)):
-        images, labels = batches[index]
-        probabilities = model.predict_on_batch(images) + model.predict_on_batch(np.flip(images, axis=width_axis))
-        correct += int((np.argmax(keras.ops.convert_to_numpy(probabilities), axis=-1) == labels).sum())
-    return correct / len(batches.y)
+    images = keras.Input(model.inputs[0].shape[1:])
+    mirrored = keras.layers.Lambda(lambda x: keras.ops.flip(x, axis=width_axis))(images)
+    mean = keras.layers.Average()([model(images), model(mirrored)])
+    both = keras.Model(images, mean)
+    both.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return float(both.evaluate(batches, verbose=0, return_dict=True)["accuracy"])
 
 
 def _remove_stale_checkpoints(folder, keep):
