@@ -47,7 +47,7 @@ def synthetic(train_per_class=40, test_per_class=8, size=8):
 def config():
     from sepconv.training import make_config
 
-    return make_config("tutorial", epochs=EPOCHS, batch_size=16, validation=0.2, model_kwargs=TINY)
+    return make_config("tutorial", epochs=EPOCHS, batch_size=16, validation=0.2, model_kwargs=TINY, cutout=2, tta=True)
 
 
 def record_batches(seen):
@@ -112,7 +112,7 @@ def train(spec):
         result["layers"] = layers(spec)
     if spec.get("reference"):
         run = compare(["vgg_separable"], config(), out=spec["reference"], quiet=True, data=data, report=False)
-        result["reference"] = {"history": run.history, "seen": list(seen)}
+        result["reference"] = {"history": run.history, "models": run.models, "seen": list(seen)}
         seen.clear()
     if spec.get("cli_errors"):
         result["cli_errors"] = [cli_error(argv) for argv in spec["cli_errors"]]

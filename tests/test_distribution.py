@@ -97,14 +97,14 @@ def test_a_process_keeps_its_distribution(monkeypatch):
     )
 
 
-@pytest.mark.parametrize("augment", [False, True])
+@pytest.mark.parametrize("augment, cutout", [(False, 0), (True, 0), (True, 3)])
 @pytest.mark.parametrize("n", [30, 27, 32])
-def test_sharded_batches_split_each_global_batch(augment, n):
+def test_sharded_batches_split_each_global_batch(augment, cutout, n):
     """Shards of 2 processes, 4 devices: together the global batches, cut to multiples of 4."""
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(n, 6, 6, 3), dtype=np.uint8)
     y = np.arange(n)
-    kwargs = dict(batch_size=8, augment=augment, seed=3)
+    kwargs = dict(batch_size=8, augment=augment, cutout=cutout, seed=3)
     whole = Batches(x, y, **kwargs)
     shards = [ShardedBatches(x, y, shard=i, shards=2, multiple=4, **kwargs) for i in range(2)]
     cut = {30: 4, 27: 0, 32: 8}[n]  # the last batch: 6 -> 4 images, 3 -> none, 8 -> 8
@@ -323,6 +323,9 @@ def test_two_devices_train_as_one(runs):
     assert _batches(result["seen"]) == _batches(reference["seen"])
     summary = result["models"]["vgg_separable"]
     assert (summary["devices"], summary["processes"]) == (2, 1)
+    expected = reference["models"]["vgg_separable"]
+    for key in ("test_accuracy", "test_accuracy_tta"):  # evaluated over both devices' shares
+        assert summary[key] == pytest.approx(expected[key], abs=1e-6), key
     assert summary["median_images_per_s_per_device"] == pytest.approx(summary["median_images_per_s"] / 2)
     assert result["cli_errors"] == [
         [2, "sepconv train: error: batch_size (the global batch) must be divisible by the number of devices, 2 "
@@ -340,6 +343,9 @@ def test_two_processes_killed_then_resumed_train_as_one(runs):
     for result in runs["processes"]:
         assert [row["epoch"] for row in result["history"]["vgg_separable"]] == [1, 2]
         np.testing.assert_allclose(_curve(result["history"]), _curve(reference["history"]), rtol=RTOL)
+        for key in ("test_accuracy", "test_accuracy_tta"):  # each process counts both shares
+            expected = reference["models"]["vgg_separable"][key]
+            assert result["models"]["vgg_separable"][key] == pytest.approx(expected, abs=1e-6), key
     # Disjoint halves of the one-device run's batches, for the resumed epoch 2 (0-based 1;
     # `fit` peeks at a batch of epoch 0 before the first epoch starts).
     first, second = ({k: v for k, v in _batches(r["seen"]).items() if k[0] >= 1} for r in runs["processes"])

@@ -16,3 +16,10 @@ for model in vgg_separable vgg_mobilenet; do
 done
 python tools/export_zoo.py --output zoo-tensorflow.json > /dev/null
 sepconv bench export --threads 1 --profile --output bench-tensorflow.json
+# A converged model: dsc_resnet10 from `sepconv train dsc_resnet10 --recipe fast` (docs/results/fast-dsc_resnet10).
+model=../../../runs/fast-dsc_resnet10/dsc_resnet10/best.keras  # run from this folder; the weights are not committed
+for fmt in onnx tflite; do
+  sepconv export $model dsc_resnet10.$fmt --data "$SEPCONV_DATA" --json --output-json check-dsc_resnet10-float32-$fmt.json > /dev/null
+  sepconv export $model dsc_resnet10-int8.$fmt --quantize int8 --calibration-size 1024 --data "$SEPCONV_DATA" \
+    --json --output-json check-dsc_resnet10-int8-$fmt.json > /dev/null
+done
