@@ -114,6 +114,26 @@ def test_folding_removes_every_foldable_batch_norm_and_keeps_the_outputs(model, 
     assert len(model.get_layer("mobile").weights) > len(mobile.weights)  # the original is untouched
 
 
+def test_folding_a_batch_norm_after_a_separable_layer(images):
+    """As `sepconv convert` leaves a Conv2D -> BN step: a separable layer, then a BN layer."""
+    inputs = keras.Input(SHAPE)
+    x = sepconv.DepthwiseSeparableConv2D(8, 3, padding="same", use_bias=False, name="plain")(inputs)
+    x = keras.layers.BatchNormalization(name="plain_bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = sepconv.DepthwiseSeparableConv2D(6, 3, depthwise_normalization="batch", depthwise_activation="relu",
+                                         name="middle")(x)  # fmt: skip
+    x = sepconv.layers.BatchNormalization(name="middle_bn")(x)
+    x = presets.mobilenet(4, 3, activation=None, name="own")(x)  # its own BN after the pointwise step
+    x = keras.layers.BatchNormalization(name="after_own")(x)  # not foldable into it: another affine map
+    model = _randomize_batch_norms(keras.Model(inputs, x), np.random.default_rng(3))
+    folded, counts = fold_batch_norm(model)
+    assert counts == {"folded": 5, "left": 1}  # plain_bn, middle (its own and middle_bn), own (2); after_own left
+    plain, middle = folded.get_layer("plain"), folded.get_layer("middle")
+    assert plain.use_bias and middle.use_bias and middle.depthwise_norm is None
+    assert [type(layer).__name__ for layer in folded.layers].count("BatchNormalization") == 1
+    np.testing.assert_allclose(_predict(folded, images), _predict(model, images), rtol=1e-5, atol=1e-5)
+
+
 def test_folding_leaves_a_batch_norm_after_an_activation():
     inputs = keras.Input(SHAPE)
     x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)

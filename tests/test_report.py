@@ -58,7 +58,7 @@ def write_run(folder, models=MODELS, preset="quick", train_images=5000, load_ave
         results.append(
             {
                 "model": name, "params": params, "macs": macs, "epochs": len(epochs),
-                "median_epoch_time_s": median, "median_images_per_s": train_images / median, "timed_epochs": timed,
+                "train_time_s": sum(e[2] for e in epochs), "median_epoch_time_s": median, "median_images_per_s": train_images / median, "timed_epochs": timed,
                 "best_epoch": best + 1, "best_val_accuracy": epochs[best][1],
                 "final_val_accuracy": epochs[-1][1], "final_accuracy": epochs[-1][0],
                 "train_val_gap": epochs[-1][0] - epochs[-1][1], "test_accuracy": None,
@@ -98,11 +98,13 @@ def test_markdown_table_and_notes(run_folder):
     write_report(run_folder)
     text = open(os.path.join(run_folder, "report.md"), encoding="utf-8").read()
     assert "> **Quick preset: 5,000 training images, 3 epochs, 2,000 validation images." in text
-    header = "| model | params | MACs | time/epoch (s) | img/s | best val acc (epoch) | final val acc | train-val gap |"
+    header = ("| model | params | MACs | epochs | training (min) | time/epoch (s) | img/s | best val acc (epoch) "
+              "| final val acc | train-val gap |")
     assert header in text
     # Epochs 2-3: vgg (20 + 22) / 2 = 21 s, 5000 / 21 = 238 img/s; vgg_separable 11 s, 455 img/s.
-    assert "| vgg | 1,186,378 | 153.63M | 21.00 | 238 | 0.5800 (3) | 0.5800 | +0.0400 |" in text
-    assert "| vgg_separable | 174,821 | 21.17M | 11.00 | 455 | 0.5000 (3) | 0.5000 | +0.0500 |" in text
+    # Training: vgg 30 + 20 + 22 = 72 s = 1.2 min; vgg_separable 25 + 10 + 12 = 47 s = 0.8 min.
+    assert "| vgg | 1,186,378 | 153.63M | 3 | 1.2 | 21.00 | 238 | 0.5800 (3) | 0.5800 | +0.0400 |" in text
+    assert "| vgg_separable | 174,821 | 21.17M | 3 | 0.8 | 11.00 | 455 | 0.5000 (3) | 0.5000 | +0.0500 |" in text
     # Relative to vgg: 174821 / 1186378 = 0.147, 21172224 / 153634816 = 0.138, 11 / 21 = 0.52, 50% - 58%.
     assert "| vgg_separable | 0.147x | 0.138x | 0.52x | -8.0 points |" in text
     assert "![vgg: training and validation accuracy per epoch](accuracy_vgg.png)" in text
@@ -120,6 +122,43 @@ def test_no_quick_note_and_single_epoch_note(tmp_path):
     assert "Quick preset" not in text and "Relative to" not in text
     assert "Only one epoch for vgg: its time includes tracing and compilation." in text
     assert "chance level" not in text and "busy" not in text
+
+
+def test_time_budget_and_results_without_training_time(tmp_path):
+    folder = write_run(str(tmp_path / "run"), preset=None)
+    record = json.loads(open(os.path.join(folder, "config.json")).read())
+    record["config"]["time_budget"] = 2.5
+    results = json.loads(open(os.path.join(folder, "results.json")).read())
+    del results["models"][1]["train_time_s"]  # results.json written before the column existed
+    for name, value in (("config.json", record), ("results.json", results)):
+        with open(os.path.join(folder, name), "w") as f:
+            json.dump(value, f)
+    write_report(folder)
+    text = open(os.path.join(folder, "report.md"), encoding="utf-8").read()
+    assert "batch 128, as many epochs as fit in 2.5 min of training steps per model." in text
+    assert "| vgg_separable | 174,821 | 21.17M | 3 | - | 11.00 |" in text
+
+
+def test_distribution_note_follows_the_last_start(tmp_path):
+    folder = write_run(str(tmp_path / "run"), preset=None)
+    one = {"devices": 1, "processes": 1, "devices_per_process": 1, "device_names": ["cpu:0"],
+           "keras_distribution": None, "per_device_batch_size": 128}  # fmt: skip
+    two = {**one, "devices": 2, "processes": 2, "device_names": ["cpu:0", "cpu:1"],
+           "keras_distribution": "DataParallel", "per_device_batch_size": 64}  # fmt: skip
+    record = json.loads(open(os.path.join(folder, "config.json")).read())
+    resumed = {**record["environment"], "time": "2025-01-02T00:00:00+00:00", "distribution": two}
+    record.update(distribution=one, resumed=[resumed])
+    results = json.loads(open(os.path.join(folder, "results.json")).read())
+    for r in results["models"]:
+        r.update(devices=2, processes=2, median_images_per_s_per_device=r["median_images_per_s"] / 2)
+    for name, value in (("config.json", record), ("results.json", results)):
+        with open(os.path.join(folder, name), "w") as f:
+            json.dump(value, f)
+    write_report(folder)
+    text = open(os.path.join(folder, "report.md"), encoding="utf-8").read()
+    assert ("Started on 1 device(s), 1 process(es) (1 per process), 128 images per device per step; resumed on "
+            "2 device(s), 2 process(es) (1 per process), 64 images per device per step; img/s per device: vgg 119, "
+            "vgg_separable 227 (medians may mix epochs on different device counts).") in text  # fmt: skip
 
 
 def test_chance_level_and_busy_machine_notes(tmp_path):

@@ -20,7 +20,7 @@ import sepconv
 from helpers import shared_cifar10
 from sepconv._atomic import save_model
 from sepconv.data import Batches, Cifar10
-from sepconv.training import TrainConfig, compare, make_config, resume, train
+from sepconv.training import DistributionConfig, TrainConfig, compare, make_config, resume, train
 from sepconv import _run_folder
 from sepconv.data import stratified_subset
 from sepconv.training import _epoch_display, _loop
@@ -79,9 +79,12 @@ def test_recipes_presets_and_overrides():
 
 
 def test_config_survives_json():
-    config = tiny_config(validation=0.25, seed=3, no_decay=("bias", "depthwise"), cutout=8, ema_momentum=0.99)
+    config = tiny_config(validation=0.25, seed=3, no_decay=("bias", "depthwise"), cutout=8, ema_momentum=0.99,
+                         time_budget=12.5)  # fmt: skip
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert TrainConfig(no_decay="bias").no_decay == ("bias",)
+    older = {k: v for k, v in config.to_dict().items() if k != "no_decay"}  # a run from before the option
+    assert TrainConfig.from_dict(older).no_decay == ("none",)
 
 
 @pytest.mark.parametrize(
@@ -95,6 +98,7 @@ def test_config_survives_json():
         (dict(label_smoothing=1.0), ValueError, r"Received: label_smoothing=1\.0$"),
         (dict(optimizer="adma"), ValueError, r"Did you mean 'adam', 'adamw'\? Received: optimizer='adma'$"),
         (dict(cutout=-1), ValueError, r"^cutout must be non-negative\. Received: cutout=-1$"),
+        (dict(time_budget=0), ValueError, r"^time_budget must be a number in \(0, inf\)\. Received: time_budget=0$"),
         (dict(ema_momentum=1.0), ValueError, r"^ema_momentum must be a number in \[0, 1\)\. Received: ema_momentum=1\.0$"),
         (dict(no_decay=("norm", "bn")), ValueError, r"^no_decay must be one of .*Received: no_decay='bn'$"),
         (dict(no_decay=("none", "bias")), ValueError, r"^no_decay takes 'none' alone or a list of kinds\. Received: no_decay=\('none', 'bias'\)$"),
@@ -215,6 +219,7 @@ def test_compare_writes_a_complete_run_folder(tmp_path, capsys):
     assert vgg["params"] == keras.saving.load_model(os.path.join(folder, "vgg", "final.keras")).count_params()
     assert vgg["best_val_accuracy"] == pytest.approx(max(float(r["val_accuracy"]) for r in rows[:2]), rel=1e-5)
     assert vgg["timed_epochs"] == [2] and vgg["median_epoch_time_s"] == pytest.approx(float(rows[1]["epoch_time_s"]), rel=1e-4)
+    assert vgg["train_time_s"] == pytest.approx(sum(float(r["epoch_time_s"]) for r in rows[:2]), rel=1e-4)
     assert vgg["test_accuracy"] is None  # validation is the test set
 
     out = capsys.readouterr().out
@@ -348,6 +353,76 @@ def test_fast_recipe_smoke_run_is_deterministic(tmp_path):
     result = runs[0].models["dsc_resnet10"]
     assert result["params"] == 190_922 - 7 * 257  # 3 classes, not 10: 7 fewer dense columns
     assert 0.0 <= result["test_accuracy_tta"] <= 1.0
+
+
+def test_time_budget_sets_the_epochs_and_a_resume_keeps_them(tmp_path, monkeypatch):
+    data = synthetic_cifar10()
+    config = tiny_config(epochs=2, time_budget=0.1, optimizer="sgd", lr=0.1, schedule="cosine", warmup_epochs=0.5)
+    probed = []
+
+    def step_s(model, batches, steps=8):
+        probed.append((model, len(batches)))
+        return 0.5  # 48 images in batches of 16: 3 steps, 1.5 s an epoch; 6 s hold 4 epochs
+
+    monkeypatch.setattr(_loop, "measure_step_s", step_s)
+    original = _epoch_display.EpochLines.on_epoch_end
+
+    def interrupt_after_second_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_epoch_display.EpochLines, "on_epoch_end", interrupt_after_second_epoch)
+    folder = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train("vgg", config, out=folder, quiet=True, data=data, report=False)
+    state = _run_folder.read_json(os.path.join(folder, "vgg", "state.json"))
+    assert (state["epochs"], state["budget_step_s"], state["epochs_done"]) == (4, 0.5, 2)
+    assert len(probed) == 1 and probed[0][1] == 3
+    monkeypatch.setattr(_epoch_display.EpochLines, "on_epoch_end", original)
+    monkeypatch.setattr(_loop, "measure_step_s", lambda *args, **kwargs: 100.0)  # a resume does not measure again
+    result = resume(folder, quiet=True, data=data, report=False)
+    rows = result.history["vgg"]
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4] and result.models["vgg"]["epochs"] == 4
+    # The cosine schedule spans the 4 epochs: the fourth starts at step 9 of 12, 7 of the 10 after 2 warmup steps.
+    lr_last = 0.5 * 0.1 * (1 + np.cos(np.pi * 7 / 10))
+    assert rows[-1]["lr"] == pytest.approx(lr_last, rel=1e-4)
+
+
+def test_time_budget_errors_come_before_any_training(tmp_path):
+    """The real step-time probe: no model trains an epoch in a millionth of a minute."""
+    config, folder = tiny_config(time_budget=1e-6), str(tmp_path / "run")
+    message = r"^time_budget fits 0 epoch\(s\) of vgg_separable here \(one takes \d+\.\d s\) and the run needs at least 1; .*Received: time_budget=1e-06$"
+    with pytest.raises(ValueError, match=message):
+        compare(["vgg_separable", "vgg"], config, out=folder, quiet=True, data=synthetic_cifar10(), report=False)
+    assert not os.path.exists(folder)  # measured before the run folder is written
+    message = (r"^time_budget needs one process without keras.distribution \(each process would measure its own "
+               r"step time\)\. Received: time_budget=30\.0, devices=2, num_processes=None$")  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        compare(["vgg"], tiny_config(time_budget=30.0), out=folder, data=synthetic_cifar10(),
+                distribution=DistributionConfig(devices=2))  # fmt: skip
+    assert make_config("fast", epochs=1, time_budget=30).epochs == 1  # the budget, not epochs, must exceed the warmup
+
+
+def test_resume_refuses_other_steps_per_epoch(tmp_path, monkeypatch):
+    """E.g. a resume on more devices, which cut the last partial batch to a multiple of their count."""
+    original = _epoch_display.EpochLines.on_epoch_end
+
+    def interrupt_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_epoch_display.EpochLines, "on_epoch_end", interrupt_after_first_epoch)
+    folder, data = str(tmp_path / "run"), synthetic_cifar10()
+    with pytest.raises(KeyboardInterrupt):
+        train("vgg", tiny_config(), out=folder, quiet=True, data=data, report=False)
+    monkeypatch.undo()
+    path = os.path.join(folder, "vgg", "state.json")
+    state = _run_folder.read_json(path)
+    assert state["steps_per_epoch"] == 3  # 48 images, batches of 16
+    _run_folder.write_json(path, {**state, "steps_per_epoch": 4})
+    with pytest.raises(ValueError, match=r"^vgg took 4 steps per epoch and would take 3 on 1 device\(s\) .*Received: devices=1$"):
+        resume(folder, quiet=True, data=data, report=False)
 
 
 def test_resume_refuses_other_data(tmp_path):

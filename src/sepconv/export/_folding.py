@@ -16,10 +16,11 @@ applies it to
 - the depthwise and pointwise steps of sepconv's separable layers
   (`depthwise_normalization`, `normalization`: the MobileNet and Xception presets),
   which become the same layer with biases and no normalization;
-- a Keras `Conv1D/2D/3D`, `DepthwiseConv1D/2D`, `SeparableConv1D/2D` or `Dense` with
-  no activation whose only consumer is a BatchNormalization on its channel axis
-  (the stems and projection shortcuts of `mobilenet_v1` and `dsc_resnet`): the layer
-  gains the folded bias and the BN is removed from the graph.
+- a Keras `Conv1D/2D/3D`, `DepthwiseConv1D/2D`, `SeparableConv1D/2D` or `Dense`, or a
+  separable layer of sepconv without its own normalization after the pointwise step, with
+  no activation and a BatchNormalization on its channel axis as its only consumer (the
+  convolution-BN steps of the registry's models; the layers `sepconv convert` made from
+  them): the layer gains the folded bias and the BN is removed from the graph.
 
 Other BatchNormalization layers (after an activation, a merge, a shared layer) are
 left as they are and counted in the report. Activations are untouched: the BN sits
@@ -84,8 +85,10 @@ def _foldable_pairs(model):
         if len(parents) != 1:
             continue
         producer = parents[0].operation
-        if not isinstance(producer, _LINEAR) or isinstance(producer, BaseDepthwiseSeparableConv):
+        if not isinstance(producer, (*_LINEAR, BaseDepthwiseSeparableConv)):
             continue
+        if isinstance(producer, BaseDepthwiseSeparableConv) and producer.norm is not None:
+            continue  # its own BatchNorm follows the pointwise step: this one sits after that
         linear_activation = producer.activation in (None, keras.activations.linear)
         rank = len(producer.output.shape)
         same_axis = bn.axis % rank == _channel_axis(producer) % rank if isinstance(bn.axis, int) else (
@@ -97,18 +100,20 @@ def _foldable_pairs(model):
     return pairs
 
 
-def _separable_without_norm(layer):
+def _separable_without_norm(layer, bias=False):
+    """`layer`'s config without its BatchNorms, with the biases they fold into (`bias`: a BN after it)."""
     config = layer.get_config()
     config.update(
         depthwise_normalization=None,
         normalization=None,
         depthwise_use_bias=layer.depthwise_use_bias or layer.depthwise_norm is not None,
-        use_bias=layer.use_bias or layer.norm is not None,
+        use_bias=layer.use_bias or layer.norm is not None or bias,
     )
     return type(layer).from_config(config)
 
 
-def _fill_separable(old, new):
+def _fill_separable(old, new, bn=None):
+    """`new` gets `old`'s weights with its own BatchNorms and `bn` (the one after it) folded."""
     channels, multiplier = old.depthwise_kernel.shape[-2:]
     depthwise = _numpy(old.depthwise_kernel)
     depthwise_bias = _numpy(old.depthwise_bias) if old.depthwise_bias is not None else None
@@ -116,8 +121,9 @@ def _fill_separable(old, new):
         depthwise, depthwise_bias = _fold(depthwise, depthwise_bias, old.depthwise_norm, (channels, multiplier))
     pointwise = _numpy(old.pointwise_kernel)
     bias = _numpy(old.bias) if old.bias is not None else None
-    if old.norm is not None:
-        pointwise, bias = _fold(pointwise, bias, old.norm, (old.filters,))
+    for norm in (old.norm, bn):  # at most one of them: see _foldable_pairs
+        if norm is not None:
+            pointwise, bias = _fold(pointwise, bias, norm, (old.filters,))
     _assign(new.depthwise_kernel, depthwise)
     _assign(new.pointwise_kernel, pointwise)
     if new.depthwise_bias is not None:
@@ -158,9 +164,14 @@ def fold_batch_norm(model):
     made = []
     counts = {"folded": 0, "left": 0}
 
+    def separable_to_fold(layer):
+        return isinstance(layer, BaseDepthwiseSeparableConv) and bool(
+            layer.depthwise_norm or layer.norm or id(layer) in pairs
+        )
+
     def clone(layer):
-        if isinstance(layer, BaseDepthwiseSeparableConv) and (layer.depthwise_norm or layer.norm):
-            new = _separable_without_norm(layer)
+        if separable_to_fold(layer):
+            new = _separable_without_norm(layer, bias=id(layer) in pairs)
             counts["folded"] += (layer.depthwise_norm is not None) + (layer.norm is not None)
         elif id(layer) in pairs:
             config = layer.get_config()
@@ -183,8 +194,8 @@ def fold_batch_norm(model):
 
     folded = keras.models.clone_model(model, clone_function=clone, call_function=skip_folded, recursive=True)
     for old, new in made:
-        if isinstance(old, BaseDepthwiseSeparableConv) and (old.depthwise_norm or old.norm):
-            _fill_separable(old, new)
+        if separable_to_fold(old):
+            _fill_separable(old, new, pairs.get(id(old)))
         elif id(old) in pairs:
             _fill_linear(old, new, pairs[id(old)])
         elif new is not old:

@@ -45,8 +45,9 @@ def report_blocks(run, plots):
 
 def _quick_note(record):
     config, data = record["config"], record["data"]
+    epochs = f"{config['time_budget']:g} min of steps" if config.get("time_budget") else f"{config['epochs']} epochs"
     return (
-        f"Quick preset: {data['train_images']:,} training images, {config['epochs']} epochs, "
+        f"Quick preset: {data['train_images']:,} training images, {epochs}, "
         f"{data['val_images']:,} validation images. It shows that the pipeline works end to end; "
         "the accuracies are far below what these models reach with the full data and schedule."
     )
@@ -70,15 +71,20 @@ def _optimization(config):
         parts[-1] += f", cutout {config['cutout']}"
     if config.get("ema_momentum"):
         parts.append(f"weight EMA {config['ema_momentum']:g}")
-    parts.append(f"batch {config['batch_size']}, {config['epochs']} epochs")
+    if config.get("time_budget"):
+        epochs = f"as many epochs as fit in {config['time_budget']:g} min of training steps per model"
+    else:
+        epochs = f"{config['epochs']} epochs"
+    parts.append(f"batch {config['batch_size']}, {epochs}")
     return ", ".join(parts)
 
 
 def _results_table(run):
     with_test = any(r.get("test_accuracy") is not None for r in run.results)
     with_tta = any(r.get("test_accuracy_tta") is not None for r in run.results)
-    header = ["model", "params", "MACs", "time/epoch (s)", "img/s", "best val acc (epoch)", "final val acc",
-              "train-val gap"] + (["test acc (best model)"] if with_test else [])  # fmt: skip
+    header = ["model", "params", "MACs", "epochs", "training (min)", "time/epoch (s)", "img/s",
+              "best val acc (epoch)", "final val acc", "train-val gap"]  # fmt: skip
+    header += ["test acc (best model)"] if with_test else []
     header += ["test acc, flip TTA"] if with_tta else []
     rows = []
     for r in run.results:
@@ -86,6 +92,8 @@ def _results_table(run):
             r["model"],
             f"{r['params']:,}",
             format_count(r["macs"]),
+            str(r["epochs"]),
+            "-" if r.get("train_time_s") is None else f"{r['train_time_s'] / 60:.1f}",  # older results.json
             f"{r['median_epoch_time_s']:.2f}",
             f"{r['median_images_per_s']:,.0f}",
             f"{r['best_val_accuracy']:.4f} ({r['best_epoch']})",
@@ -122,7 +130,7 @@ def _notes(run):
     if single:
         notes.insert(1, f"Only one epoch for {', '.join(single)}: its time includes tracing and compilation.")
     notes.append(f"Validation: {run.record['data']['validation']}.")
-    if (run.record.get("distribution") or {}).get("keras_distribution"):
+    if any(start.get("keras_distribution") for start in _starts(run.record)):
         notes.append(_distribution_note(run))
     chance = 1 / len(run.record["data"]["class_names"])
     stuck = [r["model"] for r in run.results if r["best_val_accuracy"] <= chance + 0.02]
@@ -141,17 +149,28 @@ def _notes(run):
     return notes
 
 
+def _starts(record):
+    """The distribution record of the run's start and of each resume (older runs have none)."""
+    starts = [record.get("distribution")] + [r.get("distribution") for r in record.get("resumed", ())]
+    return [start for start in starts if start]
+
+
 def _distribution_note(run):
     """Devices, processes and images per second per device (`sepconv.training._distribution`)."""
-    where = run.record["distribution"]
+
+    def where(start):
+        return (
+            f"{start['devices']} device(s), {start['processes']} process(es) ({start['devices_per_process']} per "
+            f"process), {start.get('per_device_batch_size', '-')} images per device per step"
+        )
+
+    starts = _starts(run.record)
+    text = f"Started on {where(starts[0])}" + "".join(f"; resumed on {where(start)}" for start in starts[1:])
     rates = ", ".join(
         f"{r['model']} {r['median_images_per_s_per_device']:,.0f}" for r in run.results if "devices" in r
     )
-    return (
-        f"Trained data-parallel on {where['devices']} device(s), {where['processes']} process(es) "
-        f"({where['devices_per_process']} per process), {where.get('per_device_batch_size', '-')} images per device "
-        f"per step; img/s per device: {rates or '-'}."
-    )
+    mixed = " (medians may mix epochs on different device counts)" if len({s["devices"] for s in starts}) > 1 else ""
+    return f"{text}; img/s per device: {rates or '-'}{mixed}."
 
 
 def _provenance(run):

@@ -133,6 +133,11 @@ class TrainConfig:
     preset: str | None = option(None, "shrink data and epochs on top of the recipe: " + ", ".join(PRESETS),
                                 check=_validation.optional(one_of(tuple(PRESETS))), metavar="NAME")  # fmt: skip
     epochs: int = option(10, "passes over the training set", check=_positive, parse=_int, metavar="N")
+    time_budget: float | None = option(None, "minutes of training steps per model: replaces --epochs by as many "
+                                       "epochs as fit, from the step time measured here before training (the "
+                                       "schedule ends there; validation and checkpoints come on top)",
+                                       check=_validation.optional(in_range(low=0.0, low_open=True)), parse=_float,
+                                       metavar="MIN")  # fmt: skip
     batch_size: int = option(128, "images per step, for training and validation", check=_positive, parse=_int,
                              metavar="N")  # fmt: skip
     optimizer: str = option("adam", "adam, adamw or sgd (SGD with Nesterov momentum)", check=one_of(OPTIMIZERS),
@@ -179,7 +184,7 @@ class TrainConfig:
 
     def __post_init__(self):
         _options.validate(self)
-        if self.schedule == "cosine" and self.warmup_epochs >= self.epochs:
+        if self.schedule == "cosine" and self.warmup_epochs >= self.epochs and not self.time_budget:
             raise ValueError(
                 "warmup_epochs must be less than epochs with schedule='cosine'. "
                 f"Received: warmup_epochs={self.warmup_epochs}, epochs={self.epochs}"
@@ -195,6 +200,8 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"Unknown TrainConfig fields. Received: {', '.join(unknown)}")
         values = dict(values)
+        # Runs recorded before `no_decay` existed decayed every weight: a resume must too.
+        values.setdefault("no_decay", ("none",))
         if isinstance(values.get("model_kwargs"), dict):  # JSON turns tuples into lists
             values["model_kwargs"] = {k: _tuples(v) for k, v in values["model_kwargs"].items()}
         return cls(**values)

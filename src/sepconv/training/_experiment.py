@@ -17,7 +17,7 @@ from sepconv.data import stratified_subset
 from sepconv.models import check_model_name
 from sepconv.training._config import TrainConfig, rerun_command
 from sepconv.training._distribution import scaling, start as start_distribution
-from sepconv.training._loop import fit_model
+from sepconv.training._loop import budget_epochs, fit_model, training_batches
 from sepconv.training._results import GAP_NOTE, MACS_NOTE, TIMING_NOTE, summarize
 
 DEFAULT_MODELS = ("vgg", "vgg_separable")
@@ -50,6 +50,10 @@ def compare(model_names=DEFAULT_MODELS, config=None, *, out=None, quiet=False, d
             distribution=None):  # fmt: skip
     """Trains each model in turn on identical data, order, optimizer and schedule.
 
+    With `config.time_budget`, each model's step time is measured before any trains and
+    each gets the epochs that fit (`sepconv.training._loop.budget_epochs`), its schedule
+    spanning them.
+
     Args:
         model_names: names from `sepconv.models.list_models()`.
         config: a `TrainConfig` (default: the tutorial recipe).
@@ -71,10 +75,12 @@ def compare(model_names=DEFAULT_MODELS, config=None, *, out=None, quiet=False, d
         raise ValueError(f"model_names must be distinct model names, at least one. Received: model_names={names}")
     for name in names:
         check_model_name(name, argument="model")
+    _check_budget(config, distribution)
     placement = start_distribution(distribution, config.batch_size)
     folder = layout.check_new_folder(out or layout.default_folder(names, now=placement.start_time()))
     placement.barrier("run folder checked")  # before process 0 writes into it
     splits = _splits(config, data, quiet)
+    budgets = _budgets(folder, names, config, splits, placement, quiet)
     if placement.writer:
         os.makedirs(folder, exist_ok=True)
         layout.write_json(
@@ -89,7 +95,7 @@ def compare(model_names=DEFAULT_MODELS, config=None, *, out=None, quiet=False, d
                 "resumed": [],
             },
         )
-    return _train_all(folder, names, config, splits, quiet, report, placement)
+    return _train_all(folder, names, config, splits, quiet, report, placement, budgets)
 
 
 def resume(folder, *, quiet=False, data=None, report=True, distribution=None):
@@ -99,13 +105,14 @@ def resume(folder, *, quiet=False, data=None, report=True, distribution=None):
     its history, and models not started yet are trained. `data` is as in `compare`; it
     must give the same training and validation arrays as the original run. Every process
     of a distributed run resumes from the same folder; `distribution` may differ from the
-    original run's (it does not change what is computed).
+    original run's (it does not change what is computed) if an epoch keeps its steps.
     """
     record_path = os.path.join(folder, layout.CONFIG)
     if not os.path.isfile(record_path):
         raise FileNotFoundError(f"resume needs a run folder holding config.json. Received: resume={folder!r}")
     record = layout.read_json(record_path)
     config = TrainConfig.from_dict(record["config"])
+    _check_budget(config, distribution)
     placement = start_distribution(distribution, config.batch_size)
     splits = _splits(config, data, quiet)
     fingerprint = _describe(splits)["fingerprint"]
@@ -114,13 +121,38 @@ def resume(folder, *, quiet=False, data=None, report=True, distribution=None):
             "the data differ from those the run started with (training or validation arrays); "
             f"point data at the original copy ({record['data']['source']}). Received: resume={folder!r}"
         )
+    budgets = _budgets(folder, record["models"], config, splits, placement, quiet)
     if placement.writer:
         record["resumed"].append({**_provenance.environment(), "distribution": placement.to_dict(config.batch_size)})
         layout.write_json(record_path, record)
-    return _train_all(folder, record["models"], config, splits, quiet, report, placement)
+    return _train_all(folder, record["models"], config, splits, quiet, report, placement, budgets)
 
 
-def _train_all(folder, names, config, splits, quiet, report, placement):
+def _check_budget(config, distribution):
+    if config.time_budget and distribution is not None and distribution.enabled:
+        raise ValueError(
+            "time_budget needs one process without keras.distribution (each process would measure its own "
+            f"step time). Received: time_budget={config.time_budget}, devices={distribution.devices}, "
+            f"num_processes={distribution.num_processes}"
+        )
+
+
+def _budgets(folder, names, config, splits, placement, quiet):
+    """`{name: (epochs, step_s)}` for the models a time budget has not sized yet, all measured first."""
+    if not config.time_budget:
+        return {}
+    budgets = {}
+    for name in names:
+        state_path = os.path.join(folder, name, layout.STATE)
+        if os.path.exists(state_path) and "epochs" in layout.read_json(state_path):
+            continue
+        if not quiet:
+            print(f"{name}: timing training steps for the {config.time_budget:g}-minute budget", flush=True)
+        budgets[name] = budget_epochs(name, config, splits, training_batches(splits, config, placement))
+    return budgets
+
+
+def _train_all(folder, names, config, splits, quiet, report, placement, budgets):
     print(f"run folder: {folder}\n{splits.describe()}", flush=True)
     states = {}
 
@@ -143,6 +175,7 @@ def _train_all(folder, names, config, splits, quiet, report, placement):
             on_saved=write_history,
             test_data=config.validation != "test",
             placement=placement,
+            budget=budgets.get(name),
         )
     summaries = {name: {**summarize(state), **scaling(summarize(state), placement)} for name, state in states.items()}
     if not placement.writer:

@@ -1,6 +1,10 @@
 """Training one model with `model.fit`: optimizer, loss, callbacks, checkpoint and resume."""
 
+import dataclasses
+import gc
 import os
+import statistics
+import time
 
 import keras
 
@@ -135,13 +139,14 @@ def model_costs(model):
 
 
 def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved=None, test_data=True,
-              placement=SINGLE):  # fmt: skip
+              placement=SINGLE, budget=None):  # fmt: skip
     """Trains model `name` in `folder`, continuing from its `state.json` when there is one.
 
     Returns the final state (see `Checkpoint`), with `finished=True`. `test_data=False`
     skips the test-set evaluation (used when validation images come from the test set).
     `placement` (`sepconv.training._distribution`): every process trains, only its
-    `writer` (process 0) writes files.
+    `writer` (process 0) writes files. `budget`: `budget_epochs`' answer, when measured
+    already, for a run with `config.time_budget`.
     """
     state_path = os.path.join(folder, layout.STATE)
     state = layout.read_json(state_path) if os.path.exists(state_path) else {"model": name, "finished": False}
@@ -155,12 +160,24 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
     train = training_batches(splits, config, placement)
     val = placement.batches(splits.x_val, splits.y_val, batch_size=config.batch_size, shuffle=False)
     done = state.get("epochs_done", 0)
+    if config.time_budget and "epochs" not in state:
+        state["epochs"], state["budget_step_s"] = budget or budget_epochs(name, config, splits, train)
+    if "epochs" in state:  # set by the time budget when the run started; a resume keeps it
+        config = dataclasses.replace(config, epochs=state["epochs"])
     if done:  # weights and optimizer state (step count, moments) come from the checkpoint
+        # The schedule and the weight average count steps: an epoch must keep its steps.
+        if len(train) != state.get("steps_per_epoch", len(train)):
+            raise ValueError(
+                f"{name} took {state['steps_per_epoch']} steps per epoch and would take {len(train)} on "
+                f"{placement.devices} device(s) (the last partial batch is cut to a multiple of the device count); "
+                f"resume on as many devices as it started with. Received: devices={placement.devices}"
+            )
         model = placement.load_model(os.path.join(folder, state["checkpoint"]), config.seed)
         exclude_from_decay(model.optimizer, config)
     else:
         model = build_model(name, config, splits.x_train.shape[1:], len(splits.class_names), len(train))
         state["params"], state["macs"] = model_costs(model)
+        state["steps_per_epoch"] = len(train)
 
     label = label or name
     images = getattr(train, "images_per_epoch", len(splits.y_train))  # all processes together
@@ -196,6 +213,46 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
         layout.write_json(state_path, state)
         os.remove(last)
     return state
+
+
+def budget_epochs(name, config, splits, train):
+    """`(epochs, step_s)`: how many epochs of `name` fit in `config.time_budget` minutes here.
+
+    An epoch costs `len(train) * step_s`, the quantity the history's `epoch_time_s`
+    measures, with `step_s` timed on a throwaway copy of the model built and compiled
+    as the run's (`measure_step_s`).
+    """
+    probe = build_model(name, config, splits.x_train.shape[1:], len(splits.class_names), len(train))
+    step_s = measure_step_s(probe, train)
+    del probe
+    gc.collect()  # a Keras model holds reference cycles: free its weights and compiled step now
+    epoch_s = len(train) * step_s
+    epochs = int(config.time_budget * 60 // epoch_s)
+    least = int(config.warmup_epochs) + 1 if config.schedule == "cosine" else 1
+    if epochs < least:
+        raise ValueError(
+            f"time_budget fits {epochs} epoch(s) of {name} here (one takes {epoch_s:.1f} s) and the run needs at "
+            f"least {least}; give more minutes or fewer training images. Received: time_budget={config.time_budget}"
+        )
+    return epochs, step_s
+
+
+def measure_step_s(model, batches, steps=8):
+    """Median seconds of `steps` training steps on `batches`, after two untimed ones (tracing).
+
+    Off TensorFlow, `fit` prepares each batch between steps, so its time is counted; on
+    TensorFlow `tf.data` prepares it alongside (`fit_input`).
+    """
+    overlapped = keras.backend.backend() == "tensorflow"
+    seconds = []
+    for index in range(steps + 2):
+        start = time.perf_counter()
+        images, labels = batches[index % len(batches)]
+        if overlapped:
+            start = time.perf_counter()
+        model.train_on_batch(images, labels)  # returns numbers: the step has finished
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds[2:])
 
 
 def flip_tta_accuracy(model, batches):

@@ -6,7 +6,8 @@ from sepconv.analysis import MAC_CONVENTION
 
 TIMING_NOTE = (
     "time/epoch and img/s are medians over epochs 2 and later (epoch 1 includes tracing and "
-    "compilation); they time the training steps only, not validation or checkpointing"
+    "compilation); they time the training steps only, not validation or checkpointing, "
+    "and training (min) is their sum over all epochs"
 )
 MACS_NOTE = f"MACs are per image, one forward pass (sepconv.analysis.profile_model). {MAC_CONVENTION}"
 GAP_NOTE = (
@@ -25,6 +26,7 @@ def summarize(state):
         "params": state["params"],
         "macs": state["macs"],
         "epochs": len(rows),
+        "train_time_s": sum(r["epoch_time_s"] for r in rows),
         "median_epoch_time_s": statistics.median(r["epoch_time_s"] for r in timed),
         "median_images_per_s": statistics.median(r["images_per_s"] for r in timed),
         "timed_epochs": [r["epoch"] for r in timed],
