@@ -9,6 +9,8 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -423,6 +425,20 @@ def test_resume_refuses_other_steps_per_epoch(tmp_path, monkeypatch):
     _run_folder.write_json(path, {**state, "steps_per_epoch": 4})
     with pytest.raises(ValueError, match=r"^vgg took 4 steps per epoch and would take 3 on 1 device\(s\) .*Received: devices=1$"):
         resume(folder, quiet=True, data=data, report=False)
+
+
+def test_a_saved_run_model_loads_after_import_sepconv_alone(tmp_path):
+    """Its label-smoothing loss is registered by `import sepconv`, not only by `sepconv.training`."""
+    folder = str(tmp_path / "run")
+    train("vgg", tiny_config(epochs=1, label_smoothing=0.1), out=folder, quiet=True, data=synthetic_cifar10(),
+          report=False)  # fmt: skip
+    code = ("import sys, keras, sepconv; model = keras.saving.load_model(sys.argv[1]); "
+            "assert 'sepconv.training' not in sys.modules; print(type(model.loss).__name__, model.loss.label_smoothing)")  # fmt: skip
+    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend()}
+    out = subprocess.run([sys.executable, "-c", code, os.path.join(folder, "vgg", "final.keras")], env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["SparseCrossentropy", "0.1"]
 
 
 def test_resume_refuses_other_data(tmp_path):

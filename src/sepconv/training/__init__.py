@@ -17,7 +17,7 @@ from sepconv.training._config import OPTIMIZERS, PRESETS, RECIPES, SCHEDULES, Tr
 from sepconv.training._distribution import DistributionConfig, Placement
 from sepconv.training._distribution import start as start_distribution
 from sepconv.training._experiment import DEFAULT_MODELS, RunResult, compare, resume, train
-from sepconv.training._loop import SparseCrossentropy
+from sepconv.losses import SparseCrossentropy
 
 __all__ = [
     "DEFAULT_MODELS",

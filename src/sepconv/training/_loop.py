@@ -9,31 +9,10 @@ import time
 import keras
 
 from sepconv import _run_folder as layout
+from sepconv.losses import SparseCrossentropy
 from sepconv.training._callbacks import Checkpoint, DataEpoch, EpochLog
 from sepconv.training._distribution import SINGLE
 from sepconv.training._epoch_display import EpochLines, RichProgress
-
-
-@keras.saving.register_keras_serializable(package="sepconv")
-class SparseCrossentropy(keras.losses.Loss):
-    """Cross-entropy of integer labels and predicted probabilities, with label smoothing.
-
-    The target of label `y` is `(1 - label_smoothing) * one_hot(y) + label_smoothing / K`
-    for `K` classes (Szegedy et al. 2016, arXiv:1512.00567, Sec. 7), as in
-    `keras.losses.CategoricalCrossentropy(label_smoothing=...)`, which needs one-hot labels.
-    """
-
-    def __init__(self, label_smoothing=0.0, name="sparse_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = label_smoothing
-
-    def call(self, y_true, y_pred):
-        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
-        one_hot = keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1], dtype=y_pred.dtype)
-        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
-
-    def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 def make_optimizer(config, steps_per_epoch):
