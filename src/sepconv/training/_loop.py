@@ -2,9 +2,8 @@
 
 import dataclasses
 import gc
+import itertools
 import os
-import statistics
-import time
 
 import keras
 
@@ -124,8 +123,8 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
     Returns the final state (see `Checkpoint`), with `finished=True`. `test_data=False`
     skips the test-set evaluation (used when validation images come from the test set).
     `placement` (`sepconv.training._distribution`): every process trains, only its
-    `writer` (process 0) writes files. `budget`: `budget_epochs`' answer, when measured
-    already, for a run with `config.time_budget`.
+    `writer` (process 0) writes files. `budget`: `budget_epochs`' answer for a model that
+    `config.time_budget` has not sized yet.
     """
     state_path = os.path.join(folder, layout.STATE)
     state = layout.read_json(state_path) if os.path.exists(state_path) else {"model": name, "finished": False}
@@ -139,8 +138,8 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
     train = training_batches(splits, config, placement)
     val = placement.batches(splits.x_val, splits.y_val, batch_size=config.batch_size, shuffle=False)
     done = state.get("epochs_done", 0)
-    if config.time_budget and "epochs" not in state:
-        state["epochs"], state["budget_step_s"] = budget or budget_epochs(name, config, splits, train)
+    if budget is not None:  # measured for a model the time budget has not sized yet (`_experiment._budgets`)
+        state["epochs"], state["budget_step_s"] = budget
     if "epochs" in state:  # set by the time budget when the run started; a resume keeps it
         config = dataclasses.replace(config, epochs=state["epochs"])
     if done:  # weights and optimizer state (step count, moments) come from the checkpoint
@@ -220,18 +219,19 @@ def measure_step_s(model, batches, steps=8):
     """Median seconds of `steps` training steps on `batches`, after two untimed ones (tracing).
 
     Off TensorFlow, `fit` prepares each batch between steps, so its time is counted; on
-    TensorFlow `tf.data` prepares it alongside (`fit_input`).
+    TensorFlow `tf.data` prepares it alongside (`fit_input`), so batches are drawn first.
     """
-    overlapped = keras.backend.backend() == "tensorflow"
-    seconds = []
-    for index in range(steps + 2):
-        start = time.perf_counter()
-        images, labels = batches[index % len(batches)]
-        if overlapped:
-            start = time.perf_counter()
-        model.train_on_batch(images, labels)  # returns numbers: the step has finished
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds[2:])
+    from sepconv.bench._timing import measure
+
+    indices = itertools.count()
+    drawn = [batches[i % len(batches)] for i in range(steps + 2)] if keras.backend.backend() == "tensorflow" else None
+
+    def step():
+        index = next(indices)
+        images, labels = drawn[index] if drawn else batches[index % len(batches)]
+        return model.train_on_batch(images, labels)
+
+    return measure(step, warmup=2, repeats=steps).median
 
 
 def flip_tta_accuracy(model, batches):
