@@ -5,12 +5,17 @@ kernels before it, writes OUT (`.onnx` for ONNX Runtime, `.tflite` for LiteRT; f
 or int8 with `--quantize int8` and calibration images), then runs OUT in its runtime on a
 batch and compares with Keras: max abs difference (float32, must be <= 1e-5) or top-1
 agreement (int8, must be >= 99%). With `--data`, the check runs on CIFAR-10 test images
-and reports both test accuracies; int8 calibrates on CIFAR-10 training images. Exit code
-1 when the check fails (the file is kept, to inspect). Needs `pip install 'sepconv[export]'`.
+and reports both test accuracies; int8 calibrates on CIFAR-10 training images. With
+`--qat-epochs N`, int8 starts with quantization-aware fine-tuning on the CIFAR-10 training
+images, distilled from MODEL (`sepconv.export.finetune_for_int8`); the check still compares
+with MODEL itself. Exit code 1 when the check fails (the file is kept, to inspect). Needs
+`pip install 'sepconv[export]'`.
 """
 
 import dataclasses
 import os
+import sys
+import time
 
 import numpy as np
 
@@ -35,6 +40,15 @@ class ExportOptions:
                                    check=_validation.optional(_validation.string), metavar="FILE")  # fmt: skip
     calibration_size: int = option(256, "int8 calibration images", check=_validation.positive_int,
                                    parse=_options.parse_int, metavar="N")  # fmt: skip
+    qat_epochs: int = option(0, "int8: epochs of quantization-aware fine-tuning on the training images of --data, "
+                             "distilled from MODEL (0: none)", check=_validation.non_negative_int,
+                             parse=_options.parse_int, metavar="N")  # fmt: skip
+    qat_size: int = option(None, "training images for --qat-epochs (default: all)",
+                           check=_validation.optional(_validation.positive_int), parse=_options.parse_int,
+                           metavar="N")  # fmt: skip
+    qat_learning_rate: float = option(1e-3, "SGD learning rate of --qat-epochs, decayed to 0 on a cosine",
+                                      check=_options.in_range(low=0, low_open=True), parse=_options.parse_float,
+                                      metavar="X")  # fmt: skip
     eval_size: int = option(None, "CIFAR-10 test images to check on with --data (default: all)",
                             check=_validation.optional(_validation.positive_int), parse=_options.parse_int,
                             metavar="N")  # fmt: skip
@@ -84,6 +98,35 @@ def _calibration(options, model):
                      "Received: --quantize=int8")  # fmt: skip
 
 
+def _finetune(options, model, calibration, quiet):
+    """`(model to export, its int8 simulation, JSON record)`: MODEL, or its quantization-aware fine-tuned twin."""
+    if not options.qat_epochs:
+        return model, None, None
+    if options.quantize != "int8":
+        raise ValueError(f"--qat-epochs is used only with --quantize int8. Received: --quantize={options.quantize}")
+    if not options.data:
+        raise ValueError(
+            f"--qat-epochs needs training images: --data PATH (CIFAR-10). Received: --qat-epochs={options.qat_epochs}"
+        )
+    from sepconv.export import cifar10_images, finetune_for_int8
+
+    images = cifar10_images(options.data, model, options.qat_size, split="train", seed=1)[0]
+    start = time.perf_counter()
+    # Keras' bar on a terminal, a line per epoch in a log, nothing when stdout carries JSON.
+    verbose = 0 if quiet else 1 if sys.stdout.isatty() else 2
+    tuned = finetune_for_int8(model, images, calibration, epochs=options.qat_epochs,
+                              learning_rate=options.qat_learning_rate, verbose=verbose)  # fmt: skip
+    record = {
+        "epochs": options.qat_epochs,
+        "images": len(images),
+        "learning_rate": options.qat_learning_rate,
+        "seconds": time.perf_counter() - start,
+        "loss": [float(v) for v in tuned.logits.history.history["loss"]],
+        "batch_norm": tuned.folded_batch_norm,  # folded before fine-tuning: the exported model has none left
+    }
+    return tuned.float_model, tuned.simulated, record
+
+
 def _check_inputs(options, model, calibration):
     """`(x, y, description)`: what the exported file is compared with Keras on."""
     if options.data:
@@ -105,10 +148,13 @@ def run(args):
     format_of(args.output, "OUT")
     model = _args.load_model(args.model, unsafe=args.unsafe)
     calibration = _calibration(options, model)
-    export = export_model(model, args.output, quantize=options.quantize, calibration=calibration, fold=options.fold)
+    exported, simulation, qat = _finetune(options, model, calibration, quiet=args.json)
+    export = export_model(exported, args.output, quantize=options.quantize, calibration=calibration, fold=options.fold)
     x, y, description = _check_inputs(options, model, calibration)
     check = check_export(model, args.output, x, y, quantize=options.quantize, threads=options.threads)
     check["inputs"] = description
+    if qat is not None:  # how closely the file follows the simulation it was tuned in
+        qat["simulation_agreement"] = check_export(simulation, args.output, x, quantize="int8")["top1_agreement"]
     result = {
         "model": args.model,
         "environment": _provenance.environment(),
@@ -116,6 +162,9 @@ def run(args):
         "export": export,
         "check": check,
     }
+    if qat is not None:
+        result["qat"] = qat
+        export["batch_norm"] = qat["batch_norm"]
     _args.emit_json(result, output=args.output_json, stdout=args.json)
     if not args.json:
         console = _args.console()
@@ -136,6 +185,11 @@ def summary(result):
         f"Check in {check['runtime']} on {check['inputs']}: max abs diff {check['max_abs_diff']:.2e}, top-1 agreement "
         f"{100 * check['top1_agreement']:.2f}% -> {'passed' if check['passed'] else 'FAILED'} ({check['criterion']})",
     ]
+    if "qat" in result:
+        qat = result["qat"]
+        lines.insert(1, f"Quantization-aware fine-tuning: {qat['epochs']} epoch(s) over {qat['images']} images, "
+                        f"distilled from MODEL ({qat['seconds']:.0f} s); the file agrees with its int8 simulation "
+                        f"on {100 * qat['simulation_agreement']:.2f}%")  # fmt: skip
     if "keras_accuracy" in check:
         lines.append(
             f"Test accuracy: Keras {100 * check['keras_accuracy']:.2f}%, "
