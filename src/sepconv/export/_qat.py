@@ -84,10 +84,15 @@ def quantize_weight(kernel, channel_axes, enabled=1.0):
 class ActivationQuantizer(keras.layers.Layer):
     """Rounds a tensor to 256 levels over [minimum, maximum] (widened to hold 0), as uint8 QDQ does.
 
-    `minimum` and `maximum` are set from calibration data (`calibrate`); `enabled` = 0
-    passes the input through unchanged, which is how ranges are measured on the float
-    network, as the exporters measure them.
+    `minimum` and `maximum` are set from calibration data (`calibrate`), or fixed by
+    `fixed_range` (a softmax's [0, 1], as the runtimes fix it); `enabled` = 0 passes the
+    input through unchanged, which is how ranges are measured on the float network, as
+    the exporters measure them.
     """
+
+    def __init__(self, fixed_range=None, **kwargs):
+        super().__init__(**kwargs)
+        self.fixed_range = None if fixed_range is None else tuple(float(v) for v in fixed_range)
 
     def build(self, input_shape):
         self.minimum = self.add_weight(shape=(), initializer="zeros", trainable=False, name="minimum")
@@ -105,6 +110,9 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "fixed_range": self.fixed_range}
 
 
 class _QuantizedStep(keras.layers.Layer):
@@ -209,8 +217,7 @@ class SimulatedInt8:
         self._build()
 
     def _quantizer(self, x, fixed_range=None):
-        quantizer = ActivationQuantizer(name=f"int8_range_{len(self.quantizers)}")
-        quantizer.fixed_range = fixed_range
+        quantizer = ActivationQuantizer(fixed_range, name=f"int8_range_{len(self.quantizers)}")
         self.quantizers.append(quantizer)
         return quantizer(x)
 
@@ -270,7 +277,7 @@ class SimulatedInt8:
         return cache[id(tensor)]
 
     def set_enabled(self, enabled):
-        """Rounding on (the int8 simulation) or off (the float network, bit for bit)."""
+        """Rounding on (the int8 simulation) or off (the float network, up to float32 rounding)."""
         for layer in self.simulated.layers:
             if isinstance(layer, (ActivationQuantizer, _QuantizedStep)):
                 layer.enabled.assign(1.0 if enabled else 0.0)

@@ -177,7 +177,8 @@ def _train_all(folder, names, config, splits, quiet, report, placement, budgets)
             placement=placement,
             budget=budgets.get(name),
         )
-    summaries = {name: {**summarize(state), **scaling(summarize(state), placement)} for name, state in states.items()}
+    summaries = {name: summarize(state) for name, state in states.items()}
+    summaries = {name: {**summary, **scaling(summary, placement)} for name, summary in summaries.items()}
     if not placement.writer:
         return RunResult(folder, config, summaries, {name: state["history"] for name, state in states.items()})
     write_history()
