@@ -15,7 +15,7 @@ for model in vgg_separable vgg_mobilenet; do
   cp train/$model/config.json train-$model-config.json; cp train/$model/results.json train-$model-results.json
 done
 python tools/export_zoo.py --output zoo-tensorflow.json > /dev/null
-sepconv bench export vgg vgg_separable dsc_resnet --threads 1 --profile --output bench-tensorflow.json
+sepconv bench export vgg vgg_separable dsc_resnet10 --threads 1 --profile --output bench-tensorflow.json
 # A converged model: dsc_resnet10 from `sepconv train dsc_resnet10 --recipe fast` (docs/results/fast-dsc_resnet10).
 model=../../../runs/fast-dsc_resnet10/dsc_resnet10/best.keras  # run from this folder; the weights are not committed
 for fmt in onnx tflite; do
