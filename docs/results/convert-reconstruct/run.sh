@@ -16,3 +16,6 @@ python "$HERE/measure.py" /tmp/resnet.keras --out "$HERE/resnet" --ranks 1 --tra
 #  the same command, or --train-batch-norm with the current code; ranks 2 and 4 frozen: left)
 # Left: the goal measurement on the README's VGG (runs/tutorial-full/vgg/final.keras, 0.7580), all 50,000 images:
 #   python "$HERE/measure.py" runs/tutorial-full/vgg/final.keras --out "$HERE/vgg-full" --ranks 1 2 4
+# 4. A converged residual network with BatchNorm: resnet10 from `sepconv compare dsc_resnet10 resnet10 --recipe fast`
+#    (docs/results/compare-fast), distillation over all 50,000 training images (commit 5000ed6, idle CPU).
+python "$HERE/measure.py" runs/compare-fast/resnet10/best.keras --out "$HERE/resnet10-fast" --ranks 1 4 2
