@@ -122,7 +122,7 @@ def _finetune(options, model, calibration, quiet):
         "learning_rate": options.qat_learning_rate,
         "seconds": time.perf_counter() - start,
         "loss": [float(v) for v in tuned.logits.history.history["loss"]],
-        "batch_norm": tuned.folded_batch_norm,  # folded before fine-tuning: the exported model has none left
+        "batch_norm": tuned.folded_batch_norm,
     }
     return tuned.float_model, tuned.simulated, record
 
@@ -163,8 +163,8 @@ def run(args):
         "check": check,
     }
     if qat is not None:
+        export["batch_norm"] = qat.pop("batch_norm")  # folded before fine-tuning: what export_model saw had none
         result["qat"] = qat
-        export["batch_norm"] = qat["batch_norm"]
     _args.emit_json(result, output=args.output_json, stdout=args.json)
     if not args.json:
         console = _args.console()
