@@ -227,6 +227,63 @@ def test_int8_files_are_quantized_and_close(model, images, tmp_path, extension):
     assert check["criterion"] == "top1_agreement >= 0.99"
 
 
+def _activation_quantizers(path):
+    """`(tensor, scale, zero point)` of each activation QuantizeLinear of an ONNX file, in graph order."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(path).graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    return [(node.input[0], float(constants[node.input[1]]), constants[node.input[2]])
+            for node in graph.node if node.op_type == "QuantizeLinear" and node.input[0] not in constants]  # fmt: skip
+
+
+@needs_onnx
+def test_int16_activations_widen_the_first_tensors_only(model, tmp_path):
+    calibration = np.random.default_rng(3).standard_normal((64, *SHAPE)).astype("float32")
+    files = {n: str(tmp_path / f"m{n}.onnx") for n in (0, 2, 1000)}
+    for n, path in files.items():
+        info = export_model(model, path, quantize="int8", calibration=calibration, int16_activations=n)
+        assert info["int8"] == {"calibration_method": "minmax", "int16_activations": n}
+    bits = {n: [zero.dtype.itemsize * 8 for _, _, zero in _activation_quantizers(path)] for n, path in files.items()}
+    assert set(bits[0]) == {8} and set(bits[1000]) == {16} and len(bits[2]) == len(bits[0])
+    # The first two widen; ONNX Runtime may widen an operator's output that keeps its input's grid too.
+    assert bits[2][:2] == [16, 16] and bits[2].count(8) >= len(bits[2]) - 4
+    # Against Keras: 16-bit activations leave only the weights' rounding.
+    diff = {n: check_export(model, path, calibration, quantize="int8")["max_abs_diff"] for n, path in files.items()}
+    assert diff[1000] < diff[0]
+
+
+@needs_onnx
+def test_percentile_calibration_clips_the_input_range_at_that_percentile(model, tmp_path):
+    calibration = np.random.default_rng(3).standard_normal((64, *SHAPE)).astype("float32")
+    path = str(tmp_path / "m.onnx")
+    export_model(model, path, quantize="int8", calibration=calibration, calibration_method="percentile", percentile=99)
+    _, scale, zero = _activation_quantizers(path)[0]
+    # The input's range is +-(99th percentile of |x|) (numpy's), to a few of the calibrator's 2,048
+    # histogram bins (it merges one histogram per calibration batch).
+    threshold = np.percentile(np.abs(calibration), 99)
+    assert int(zero) == 128 and abs(scale * 255 / 2 - threshold) < 4 * np.abs(calibration).max() / 2048
+    assert threshold < np.abs(calibration).max() - 0.5  # so a min-max range would fail the check above
+
+
+def test_onnx_only_int8_options_are_refused_for_litert_and_float(model, tmp_path):
+    calibration = np.zeros((2, *SHAPE), "float32")
+    with pytest.raises(ValueError) as error:
+        export_model(model, str(tmp_path / "m.tflite"), quantize="int8", calibration=calibration,
+                     calibration_method="percentile")  # fmt: skip
+    assert str(error.value) == (
+        "calibration_method other than the default needs an .onnx file: LiteRT's converter calibrates min-max with "
+        "8-bit activations only. Received: calibration_method='percentile'"
+    )
+    with pytest.raises(ValueError, match=r"^int16_activations is used only with quantize='int8'\. Received: "
+                       r"int16_activations=3$"):  # fmt: skip
+        export_model(model, str(tmp_path / "m.onnx"), int16_activations=3)
+    with pytest.raises(ValueError, match=r"^percentile must be .* Received: percentile=100\.5$"):
+        export_model(model, str(tmp_path / "m.onnx"), quantize="int8", calibration=calibration, percentile=100.5)
+    assert os.listdir(tmp_path) == []
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 
@@ -323,6 +380,12 @@ def test_cli_exports_checks_and_reports(model, tmp_path, capsys):
          "--calibration-data FILE.npy. Received: --quantize=int8"),
         (["MODEL", "out.onnx", "--quantize", "int4"],
          "sepconv export: error: --quantize must be one of 'none', 'int8'. Did you mean 'int8'? Received: --quantize='int4'"),
+        (["MODEL", "out.tflite", "--quantize", "int8", "--int16-activations", "2"],
+         "sepconv export: error: --int16-activations needs an .onnx OUT: LiteRT's converter calibrates min-max with "
+         "8-bit activations only. Received: --int16-activations=2, OUT=out.tflite"),
+        (["MODEL", "out.onnx", "--calibration-method", "percentile"],
+         "sepconv export: error: --calibration-method is used only with --quantize int8. Received: "
+         "--calibration-method=percentile"),
     ],
 )  # fmt: skip
 def test_cli_errors_are_one_line(model, tmp_path, monkeypatch, capsys, argv, message):
@@ -337,12 +400,13 @@ def test_cli_errors_are_one_line(model, tmp_path, monkeypatch, capsys, argv, mes
 
 @needs_litert
 def test_bench_export_times_every_runtime_and_precision_next_to_keras(capsys):
-    argv = ["bench", "export", "vgg_separable", "--precision", "float32", "int8", "--profile", "--batch-size", "2",
-            "--repeats", "2", "--warmup", "1", "--threads", "1", "--json"]  # fmt: skip
+    argv = ["bench", "export", "vgg_separable", "--precision", "float32", "int8", "int8-a16", "--profile",
+            "--batch-size", "2", "--repeats", "2", "--warmup", "1", "--threads", "1", "--json"]  # fmt: skip
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     rows = {(r["runtime"], r["precision"], r["call"]): r for r in result["results"]}
-    runtimes = [("keras", "float32")] + [(f, p) for f in ("onnx", "litert") for p in ("float32", "int8")]
+    runtimes = [("keras", "float32"), ("onnx", "int8-a16")]  # int8-a16: ONNX only
+    runtimes += [(f, p) for f in ("onnx", "litert") for p in ("float32", "int8")]
     assert set(rows) == {(f, p, call) for f, p in runtimes for call in ("single", "batch")}
     single = rows[("litert", "int8", "single")]
     assert single["batch_size"] == 1 and len(single["time"]["samples_ms"]) == 2 and single["speedup_vs_first"] == 1.0
@@ -353,5 +417,14 @@ def test_bench_export_times_every_runtime_and_precision_next_to_keras(capsys):
         2 / rows[("onnx", "float32", "batch")]["time"]["median_ms"] * 1e3
     )
     assert single["ops"]["DEPTHWISE_CONV_2D"] == 6 and result["config"]["threads"] == 1
+    assert rows[("onnx", "int8-a16", "single")]["bytes"] > rows[("onnx", "int8", "single")]["bytes"]
     profile = result["profiles"]["vgg_separable"]
     assert {"Conv depthwise 3x3", "Conv 1x1"} <= set(profile) and sum(row["share"] for row in profile.values()) == pytest.approx(1.0)
+
+
+def test_bench_export_refuses_int8_a16_without_onnx(capsys):
+    argv = ["bench", "export", "vgg_separable", "--precision", "int8-a16", "--format", "litert"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "sepconv bench: error: int8-a16 is an ONNX precision: add --format onnx. Received: --format=litert"
+    )

@@ -98,6 +98,27 @@ def test_simulation_rounds_where_onnx_runtime_does(model, images, simulation, tm
     assert np.abs(got - _numpy(simulation.simulated(images))).max() <= 3 / 255 + 1e-6
 
 
+@needs_onnx
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="ONNX Runtime's quantizer reads the tf2onnx file")
+def test_percentile_ranges_and_16_bit_activations_are_simulated_as_onnx_runtime_writes_them(model, images, tmp_path):
+    from test_export import _activation_quantizers
+
+    path = str(tmp_path / "m-int8.onnx")
+    settings = {"calibration_method": "percentile", "percentile": 99.0, "int16_activations": 2}
+    export_model(model, path, quantize="int8", calibration=images, **settings)
+    written = _activation_quantizers(path)
+    simulation = SimulatedInt8(model, int16_activations=2)
+    simulation.calibrate(images, batch_size=len(images), method="percentile", percentile=99.0)
+    levels = [q.levels for q in simulation.quantizers]
+    assert levels[:3] == [65535, 65535, 255] and [z.dtype.name for _, _, z in written[:3]] == ["uint16"] * 2 + ["uint8"]
+    ours = [(max(float(q.maximum), 0) - min(float(q.minimum), 0)) / q.levels for q in simulation.quantizers]
+    # The first two in graph order are the input and the stem's output, 16 bits in both.
+    np.testing.assert_allclose([scale for _, scale, _ in written[:2]], ours[:2], rtol=5e-3)
+    # ONNX Runtime repeats a scale where an operator keeps its input's grid; histogram bins differ slightly.
+    theirs = sorted(set(scale for _, scale, _ in written))
+    np.testing.assert_allclose(theirs, sorted(ours), rtol=5e-3)
+
+
 def test_finetuning_trains_the_folded_float_model_it_exports(model, images):
     before = [w.copy() for w in model.get_weights()]
     keras.utils.set_random_seed(0)
@@ -137,6 +158,9 @@ def test_unsupported_layers_are_refused():
         ({"learning_rate": 0.0}, "learning_rate must be a number in (0, inf). Received: learning_rate=0.0"),
         ({"images": np.zeros((4, 5, 5, 3), "float32")},
          "images must be images shaped like the model's input (Nx8x8x3). Received: images.shape=(4, 5, 5, 3)"),
+        ({"calibration_method": "mean"},
+         "calibration_method must be one of 'minmax', 'percentile'. Received: calibration_method='mean'"),
+        ({"int16_activations": -1}, "int16_activations must be non-negative. Received: int16_activations=-1"),
     ],
 )  # fmt: skip
 def test_bad_arguments_are_one_line_errors(model, images, kwargs, message):

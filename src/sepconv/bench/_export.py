@@ -31,7 +31,8 @@ from sepconv._options import one_of, option
 from sepconv.bench import _timing
 
 FORMATS = ("onnx", "litert")
-PRECISIONS = ("float32", "int8")
+# int8-a16: ONNX int8 with the first `int16_activations` activations in 16 bits (what it costs).
+PRECISIONS = ("float32", "int8", "int8-a16")
 _EXTENSIONS = {"onnx": ".onnx", "litert": ".tflite"}
 _CALIBRATION = 64
 
@@ -49,9 +50,12 @@ class ExportBenchConfig:
                            check=_validation.each(_model_name), nargs="+", metavar="MODEL", flag=False)  # fmt: skip
     formats: tuple = option(FORMATS, "runtimes: onnx (ONNX Runtime), litert (LiteRT)", check=_validation.each(
         one_of(FORMATS)), nargs="+", metavar="FORMAT", flag="--format")  # fmt: skip
-    precisions: tuple = option(PRECISIONS, "float32 and/or int8 (static, per-channel)",
+    precisions: tuple = option(("float32", "int8"), "float32, int8 (static, per-channel) and/or int8-a16 (ONNX int8 "
+                               "with the first --int16-activations activations in 16 bits)",
                                check=_validation.each(one_of(PRECISIONS)), nargs="+", metavar="P",
                                flag="--precision")  # fmt: skip
+    int16_activations: int = option(2, "activations int8-a16 keeps in 16 bits, the input first",
+                                    check=_validation.positive_int, parse=_options.parse_int, metavar="N")  # fmt: skip
     keras: bool = option(True, "time the Keras model (predict_on_batch) next to the runtimes",
                          check=_validation.boolean)  # fmt: skip
     threads: int = option(None, "runtime intra-op threads (default: the CPU cores this process may use)",
@@ -78,9 +82,11 @@ def _targets(config):
     """(format, precision) pairs to export, checking backend and packages before any work."""
     from sepconv.export import _formats
 
-    pairs = [(f, p) for f in config.formats for p in config.precisions]
+    pairs = [(f, p) for f in config.formats for p in config.precisions if not (f == "litert" and p == "int8-a16")]
+    if not pairs:
+        raise ValueError(f"int8-a16 is an ONNX precision: add --format onnx. Received: --format={' '.join(config.formats)}")
     for fmt, precision in pairs:
-        _formats.check_request("x" + _EXTENSIONS[fmt], "int8" if precision == "int8" else "none")
+        _formats.check_request("x" + _EXTENSIONS[fmt], "none" if precision == "float32" else "int8")
     return pairs
 
 
@@ -97,10 +103,10 @@ def _prepare(name, config, folder, rng, pairs):
         callables["keras"] = model.predict_on_batch
     for fmt, precision in pairs:
         path = os.path.join(folder, f"{name}-{precision}{_EXTENSIONS[fmt]}")
-        int8 = precision == "int8"
-        written = export_model(
-            model, path, quantize="int8" if int8 else "none", calibration=calibration if int8 else None
-        )
+        int8 = precision != "float32"
+        wide = config.int16_activations if precision == "int8-a16" else 0
+        written = export_model(model, path, quantize="int8" if int8 else "none", calibration=calibration if int8 else None,
+                               int16_activations=wide)  # fmt: skip
         files[(fmt, precision)] = {"bytes": written["bytes"], "ops": written["ops"]}
         callables[(fmt, precision)] = open_runtime(path, config.threads)
     return model, info, callables, files
@@ -190,7 +196,8 @@ def run(config, progress=None):
             "time": "median and quartiles of `repeats` calls (batch: repeats // 4, at least 5) after `warmup`, "
             "every model and runtime alternating call by call",
             "speedup_vs_first": "time of the first model / time of this model, same runtime, precision and call",
-            "int8_speedup": "time of the float32 file / time of the int8 file, same model, runtime and call",
+            "int8_speedup": "time of the float32 file / time of the int8 (or int8-a16) file, same model, runtime "
+            "and call",
             "threads": "intra-op threads of ONNX Runtime and LiteRT; Keras uses the backend's pool (environment)",
             "macs": analysis.MAC_CONVENTION,
         },
@@ -206,5 +213,5 @@ def _add_ratios(results, config):
         r["speedup_vs_first"] = first["time"]["median_ms"] / r["time"]["median_ms"] if first else None
         float_row = index.get((r["model"], r["runtime"], "float32", r["call"]))
         r["int8_speedup"] = (
-            float_row["time"]["median_ms"] / r["time"]["median_ms"] if r["precision"] == "int8" and float_row else None
+            float_row["time"]["median_ms"] / r["time"]["median_ms"] if r["precision"] != "float32" and float_row else None
         )

@@ -8,8 +8,9 @@ agreement (int8, must be >= 99%). With `--data`, the check runs on CIFAR-10 test
 and reports both test accuracies; int8 calibrates on CIFAR-10 training images. With
 `--qat-epochs N`, int8 starts with quantization-aware fine-tuning on the CIFAR-10 training
 images, distilled from MODEL (`sepconv.export.finetune_for_int8`); the check still compares
-with MODEL itself. Exit code 1 when the check fails (the file is kept, to inspect). Needs
-`pip install 'sepconv[export]'`.
+with MODEL itself. For `.onnx`, `--calibration-method percentile` and `--int16-activations N`
+raise int8's agreement with float (see `sepconv.export._writers`). Exit code 1 when the
+check fails (the file is kept, to inspect). Needs `pip install 'sepconv[export]'`.
 """
 
 import dataclasses
@@ -24,6 +25,9 @@ from sepconv._options import option
 from sepconv.cli import _args
 
 QUANTIZATIONS = ("none", "int8")
+# Kept in step with sepconv.export._writers (not imported: the CLI loads without the export extra).
+CALIBRATION_METHODS = ("minmax", "percentile")
+PERCENTILE = 99.999
 CHECK_SAMPLES = 32
 
 
@@ -40,6 +44,15 @@ class ExportOptions:
                                    check=_validation.optional(_validation.string), metavar="FILE")  # fmt: skip
     calibration_size: int = option(256, "int8 calibration images", check=_validation.positive_int,
                                    parse=_options.parse_int, metavar="N")  # fmt: skip
+    calibration_method: str = option("minmax", "int8 activation ranges: minmax, or percentile of their absolute "
+                                     "values (.onnx only)", check=_options.one_of(CALIBRATION_METHODS),
+                                     metavar="NAME")  # fmt: skip
+    percentile: float = option(PERCENTILE, "the percentile of --calibration-method percentile",
+                               check=_options.in_range(low=50, high=100, low_open=True), parse=_options.parse_float,
+                               metavar="X")  # fmt: skip
+    int16_activations: int = option(0, "int8 .onnx: keep the first N quantized activations (the input first) in "
+                                    "16 bits", check=_validation.non_negative_int, parse=_options.parse_int,
+                                    metavar="N")  # fmt: skip
     qat_epochs: int = option(0, "int8: epochs of quantization-aware fine-tuning on the training images of --data, "
                              "distilled from MODEL (0: none)", check=_validation.non_negative_int,
                              parse=_options.parse_int, metavar="N")  # fmt: skip
@@ -98,6 +111,19 @@ def _calibration(options, model):
                      "Received: --quantize=int8")  # fmt: skip
 
 
+def _check_onnx_int8_flags(options, output):
+    """The ONNX-only int8 flags, refused before any work where they would not apply."""
+    given = {"--calibration-method": options.calibration_method != "minmax",
+             "--int16-activations": options.int16_activations != 0}  # fmt: skip
+    for flag, changed in given.items():
+        value = getattr(options, flag[2:].replace("-", "_"))
+        if changed and options.quantize != "int8":
+            raise ValueError(f"{flag} is used only with --quantize int8. Received: {flag}={value}")
+        if changed and not output.lower().endswith(".onnx"):
+            raise ValueError(f"{flag} needs an .onnx OUT: LiteRT's converter calibrates min-max with 8-bit "
+                             f"activations only. Received: {flag}={value}, OUT={output}")  # fmt: skip
+
+
 def _finetune(options, model, calibration, quiet):
     """`(model to export, its int8 simulation, JSON record)`: MODEL, or its quantization-aware fine-tuned twin."""
     if not options.qat_epochs:
@@ -115,7 +141,9 @@ def _finetune(options, model, calibration, quiet):
     # Keras' bar on a terminal, a line per epoch in a log, nothing when stdout carries JSON.
     verbose = 0 if quiet else 1 if sys.stdout.isatty() else 2
     tuned = finetune_for_int8(model, images, calibration, epochs=options.qat_epochs,
-                              learning_rate=options.qat_learning_rate, verbose=verbose)  # fmt: skip
+                              learning_rate=options.qat_learning_rate, verbose=verbose,
+                              calibration_method=options.calibration_method, percentile=options.percentile,
+                              int16_activations=options.int16_activations)  # fmt: skip
     record = {
         "epochs": options.qat_epochs,
         "images": len(images),
@@ -146,10 +174,13 @@ def run(args):
 
     options = ExportOptions(**_args.options_from_args(args, ExportOptions))
     format_of(args.output, "OUT")
+    _check_onnx_int8_flags(options, args.output)
     model = _args.load_model(args.model, unsafe=args.unsafe)
     calibration = _calibration(options, model)
     exported, simulation, qat = _finetune(options, model, calibration, quiet=args.json)
-    export = export_model(exported, args.output, quantize=options.quantize, calibration=calibration, fold=options.fold)
+    export = export_model(exported, args.output, quantize=options.quantize, calibration=calibration, fold=options.fold,
+                          calibration_method=options.calibration_method, percentile=options.percentile,
+                          int16_activations=options.int16_activations)  # fmt: skip
     x, y, description = _check_inputs(options, model, calibration)
     check = check_export(model, args.output, x, y, quantize=options.quantize, threads=options.threads)
     check["inputs"] = description
@@ -185,6 +216,11 @@ def summary(result):
         f"Check in {check['runtime']} on {check['inputs']}: max abs diff {check['max_abs_diff']:.2e}, top-1 agreement "
         f"{100 * check['top1_agreement']:.2f}% -> {'passed' if check['passed'] else 'FAILED'} ({check['criterion']})",
     ]
+    if "int8" in export:
+        int8 = export["int8"]
+        method = f"percentile {int8['percentile']:g}" if int8["calibration_method"] == "percentile" else "min-max"
+        wide = f"; first {int8['int16_activations']} activations in 16 bits" if int8["int16_activations"] else ""
+        lines.insert(1, f"int8 calibration: {export['calibration_images']} images, {method} ranges{wide}")
     if "qat" in result:
         qat = result["qat"]
         lines.insert(1, f"Quantization-aware fine-tuning: {qat['epochs']} epoch(s) over {qat['images']} images, "

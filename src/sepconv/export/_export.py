@@ -15,7 +15,8 @@ FLOAT_TOLERANCE = 1e-5
 INT8_AGREEMENT = 0.99
 
 
-def export_model(model, path, *, quantize="none", calibration=None, fold=True):
+def export_model(model, path, *, quantize="none", calibration=None, fold=True, calibration_method="minmax",
+                 percentile=_writers.PERCENTILE, int16_activations=0):  # fmt: skip
     """Writes `model` for ONNX Runtime (`.onnx`) or LiteRT (`.tflite`); returns what was written.
 
     Args:
@@ -27,16 +28,22 @@ def export_model(model, path, *, quantize="none", calibration=None, fold=True):
             normalized as in training (a few hundred are enough).
         fold: fold BatchNormalization into the kernel and bias before it first
             (`fold_batch_norm`); the exported graph has no normalization left there.
+        calibration_method: int8 activation ranges, "minmax" or (ONNX only) "percentile"
+            of each activation's absolute values (`percentile`, in %).
+        int16_activations: ONNX only: this many of the first quantized activations (the
+            input first, in graph order) kept in 16 bits; 0 keeps all in 8 bits.
 
     Returns:
         A JSON-ready dict: path, format, backend, quantize, folded/left BatchNormalization
-        counts, calibration size, file size in bytes, operators of the file.
+        counts, calibration size, the int8 settings, file size in bytes, operators of the file.
 
     Raises:
         ValueError: an unknown extension or quantization, a format the backend cannot
             write, calibration data of the wrong shape, layers the format cannot express.
         MissingPackageError: an exporter or runtime package is missing (an ImportError).
     """
+    _validation.choice(quantize, _formats.QUANTIZATIONS, "quantize")
+    int8_options = _int8_options(_formats.format_of(path), quantize, calibration_method, percentile, int16_activations)
     fmt = _formats.check_request(path, quantize)
     _validation.boolean(fold, "fold")
     if quantize == "int8":
@@ -54,7 +61,10 @@ def export_model(model, path, *, quantize="none", calibration=None, fold=True):
     # Keras exports only models that have run once (a clone has not).
     zeros = [np.zeros((1, *t.shape[1:]), t.dtype) for t in folded.inputs]
     folded(zeros[0] if len(zeros) == 1 else zeros, training=False)
-    (_writers.write_onnx if fmt == "onnx" else _writers.write_litert)(folded, path, calibration)
+    if fmt == "onnx":
+        _writers.write_onnx(folded, path, calibration, **int8_options)
+    else:
+        _writers.write_litert(folded, path, calibration)
     return {
         "path": str(path),
         "format": fmt,
@@ -62,9 +72,28 @@ def export_model(model, path, *, quantize="none", calibration=None, fold=True):
         "quantize": quantize,
         "batch_norm": counts,
         "calibration_images": None if calibration is None else len(calibration),
+        **({"int8": int8_options} if quantize == "int8" else {}),
         "bytes": os.path.getsize(path),
         "ops": dict(sorted(_runtime.open_runtime(path).ops().items())),
     }
+
+
+def _int8_options(fmt, quantize, calibration_method, percentile, int16_activations):
+    """The ONNX quantizer's settings, checked: percentile and 16-bit activations are ONNX-only."""
+    _validation.choice(calibration_method, _writers.CALIBRATION_METHODS, "calibration_method")
+    _validation.number(percentile, "percentile", low=50, high=100, low_open=True)
+    _validation.non_negative_int(int16_activations, "int16_activations")
+    changed = {"calibration_method": calibration_method != "minmax", "int16_activations": int16_activations != 0}
+    for name, value in (("calibration_method", calibration_method), ("int16_activations", int16_activations)):
+        if changed[name] and quantize != "int8":
+            raise ValueError(f"{name} is used only with quantize='int8'. Received: {name}={value!r}")
+        if changed[name] and fmt != "onnx":
+            raise ValueError(f"{name} other than the default needs an .onnx file: LiteRT's converter calibrates "
+                             f"min-max with 8-bit activations only. Received: {name}={value!r}")  # fmt: skip
+    options = {"calibration_method": calibration_method, "int16_activations": int16_activations}
+    if calibration_method == "percentile":
+        options["percentile"] = percentile
+    return options
 
 
 def check_export(model, path, x, y=None, *, quantize="none", threads=None, batch_size=64):

@@ -18,6 +18,10 @@ Sec. 3.2). Here:
   merge and average, the logits and the softmax. Max-pooling, flatten and reshape keep
   their input's grid. Gradients pass the rounding straight through inside the range
   and stop outside it (Bengio et al. 2013; Jacob et al. 2018, Sec. 3.1).
+- The ONNX-only export options are simulated too: percentile ranges (each activation's
+  range clipped at the percentile of its absolute values, from a 2,048-bin histogram
+  over the calibration set, as ONNX Runtime's calibrator does) and the first N
+  activations, in graph order, on 65,536 levels instead of 256.
 - The target is the float model's own output distribution (Hinton et al. 2015,
   temperature 1), not the labels: the int8 file should answer what the float model
   answers. Ranges come from the same calibration images the export then uses, before
@@ -30,11 +34,13 @@ from keras import ops
 
 from sepconv import _validation, kernels
 from sepconv.export._folding import fold_batch_norm
-from sepconv.export._writers import check_calibration
+from sepconv.export._writers import CALIBRATION_METHODS, PERCENTILE, check_calibration
 from sepconv.layers import BaseDepthwiseSeparableConv
 
 WEIGHT_LEVELS = 127  # signed int8, symmetric: [-127, 127] (ONNX Runtime, TFLite)
 ACTIVATION_LEVELS = 255  # unsigned int8 with a zero point: [0, 255]
+WIDE_LEVELS = 65535  # unsigned int16, for `int16_activations`
+HISTOGRAM_BINS = 2048  # ONNX Runtime's percentile calibrator's
 _SAME_GRID = (
     keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D, keras.layers.Flatten,
     keras.layers.Reshape, keras.layers.Dropout, keras.layers.InputLayer, keras.layers.GlobalMaxPooling1D,
@@ -44,11 +50,13 @@ _SAME_GRID = (
 _RELU_NAMES = ("relu", "relu6")
 
 
-def finetune_for_int8(model, images, calibration, *, epochs=1, learning_rate=1e-3, batch_size=128, verbose="auto"):
+def finetune_for_int8(model, images, calibration, *, epochs=1, learning_rate=1e-3, batch_size=128, verbose="auto",
+                      calibration_method="minmax", percentile=PERCENTILE, int16_activations=0):  # fmt: skip
     """Quantization-aware fine-tuning of `model` (module docstring); returns the `SimulatedInt8`.
 
-    Export its `float_model` with `export_model(..., quantize="int8", calibration=calibration)`:
-    the same calibration images, so the file rounds where the simulation did. `model`
+    Export its `float_model` with `export_model(..., quantize="int8", calibration=calibration)`
+    and the same `calibration_method`, `percentile` and `int16_activations`: the same
+    calibration images and settings, so the file rounds where the simulation did. `model`
     itself is not modified.
 
     Args:
@@ -56,18 +64,21 @@ def finetune_for_int8(model, images, calibration, *, epochs=1, learning_rate=1e-
         images: float32 training images, normalized as in training (no labels needed).
         calibration: float32 images for the activation ranges (a few hundred).
         epochs: passes over `images`; learning_rate: SGD's at the start of its cosine decay.
+        calibration_method, percentile, int16_activations: as `export_model`'s.
     """
     images = check_calibration(images, model, name="images")
     calibration = check_calibration(calibration, model)
     _validation.positive_int(epochs, "epochs")
     _validation.number(learning_rate, "learning_rate", low=0, low_open=True)
     _validation.positive_int(batch_size, "batch_size")
-    simulation = SimulatedInt8(model)
-    simulation.calibrate(calibration)
+    _validation.choice(calibration_method, CALIBRATION_METHODS, "calibration_method")
+    _validation.number(percentile, "percentile", low=50, high=100, low_open=True)
+    simulation = SimulatedInt8(model, int16_activations=int16_activations)
+    simulation.calibrate(calibration, method=calibration_method, percentile=percentile)
     teacher = model.predict(images, batch_size=256, verbose=0)
     simulation.finetune(images, teacher, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                         verbose=verbose)  # fmt: skip
-    simulation.calibrate(calibration)
+    simulation.calibrate(calibration, method=calibration_method, percentile=percentile)
     return simulation
 
 
@@ -82,7 +93,7 @@ def quantize_weight(kernel, channel_axes, enabled=1.0):
 
 @keras.saving.register_keras_serializable(package="sepconv")
 class ActivationQuantizer(keras.layers.Layer):
-    """Rounds a tensor to 256 levels over [minimum, maximum] (widened to hold 0), as uint8 QDQ does.
+    """Rounds a tensor to 256 levels (or `levels` + 1) over [minimum, maximum] (widened to hold 0), as uint8 QDQ does.
 
     `minimum` and `maximum` are set from calibration data (`calibrate`), or fixed by
     `fixed_range` (a softmax's [0, 1], as the runtimes fix it); `enabled` = 0 passes the
@@ -90,9 +101,10 @@ class ActivationQuantizer(keras.layers.Layer):
     the exporters measure them.
     """
 
-    def __init__(self, fixed_range=None, **kwargs):
+    def __init__(self, fixed_range=None, levels=ACTIVATION_LEVELS, **kwargs):
         super().__init__(**kwargs)
         self.fixed_range = None if fixed_range is None else tuple(float(v) for v in fixed_range)
+        self.levels = int(levels)
 
     def build(self, input_shape):
         self.minimum = self.add_weight(shape=(), initializer="zeros", trainable=False, name="minimum")
@@ -101,9 +113,9 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def call(self, x):
         low, high = ops.minimum(self.minimum, 0.0), ops.maximum(self.maximum, 0.0)
-        scale = ops.maximum((high - low) / ACTIVATION_LEVELS, 1e-12)
+        scale = ops.maximum((high - low) / self.levels, 1e-12)
         zero = ops.round(-low / scale)
-        rounded = (ops.clip(ops.round(x / scale) + zero, 0.0, ACTIVATION_LEVELS) - zero) * scale
+        rounded = (ops.clip(ops.round(x / scale) + zero, 0.0, self.levels) - zero) * scale
         clipped = ops.clip(x, low, high)
         quantized = clipped + ops.stop_gradient(rounded - clipped)
         return x + self.enabled * (quantized - x)
@@ -112,7 +124,7 @@ class ActivationQuantizer(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "fixed_range": self.fixed_range}
+        return {**super().get_config(), "fixed_range": self.fixed_range, "levels": self.levels}
 
 
 class _QuantizedStep(keras.layers.Layer):
@@ -206,7 +218,8 @@ class SimulatedInt8:
     when the model ends without a softmax.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, int16_activations=0):
+        self.int16_activations = _validation.non_negative_int(int16_activations, "int16_activations")
         self.float_model, self.folded_batch_norm = fold_batch_norm(model)
         if len(self.float_model.inputs) != 1 or len(self.float_model.outputs) != 1:
             raise ValueError(
@@ -217,7 +230,9 @@ class SimulatedInt8:
         self._build()
 
     def _quantizer(self, x, fixed_range=None):
-        quantizer = ActivationQuantizer(fixed_range, name=f"int8_range_{len(self.quantizers)}")
+        wide = len(self.quantizers) < self.int16_activations
+        levels = WIDE_LEVELS if wide else ACTIVATION_LEVELS
+        quantizer = ActivationQuantizer(fixed_range, levels, name=f"int8_range_{len(self.quantizers)}")
         self.quantizers.append(quantizer)
         return quantizer(x)
 
@@ -261,11 +276,9 @@ class SimulatedInt8:
         output = self.simulated.outputs[0]
         self.logits = keras.Model(self.simulated.inputs, logits[-1] if logits else output)
         self.ends_in_softmax = bool(logits)
-        self._ranges = keras.Model(
-            self.simulated.inputs,
-            [ops.stack([ops.min(q._inbound_nodes[0].input_tensors[0]), ops.max(q._inbound_nodes[0].input_tensors[0])])
-             for q in self.quantizers],
-        )  # fmt: skip
+        rounded = [q._inbound_nodes[0].input_tensors[0] for q in self.quantizers]
+        self._ranges = keras.Model(self.simulated.inputs, [ops.stack([ops.min(t), ops.max(t)]) for t in rounded])
+        self._rounded = keras.Model(self.simulated.inputs, rounded)
 
     def _input(self, tensor, cache):
         """The model input, rounded once, wherever a layer reads it."""
@@ -282,8 +295,15 @@ class SimulatedInt8:
             if isinstance(layer, (ActivationQuantizer, _QuantizedStep)):
                 layer.enabled.assign(1.0 if enabled else 0.0)
 
-    def calibrate(self, images, batch_size=32):
-        """Sets every range to the [min, max] the float network reaches on `images` (min-max calibration)."""
+    def calibrate(self, images, batch_size=32, method="minmax", percentile=PERCENTILE):
+        """Sets every range from what the float network reaches on `images`.
+
+        `method`: "minmax" (the [min, max]) or "percentile": [-t, t] within [min, max], `t`
+        the `percentile` of the absolute values over all of `images`, read from a
+        histogram of `HISTOGRAM_BINS` bins on [0, max |x|] as ONNX Runtime reads it.
+        """
+        _validation.choice(method, CALIBRATION_METHODS, "method")
+        _validation.number(percentile, "percentile", low=50, high=100, low_open=True)
         self.set_enabled(False)
         low = np.full(len(self.quantizers), np.inf)
         high = np.full(len(self.quantizers), -np.inf)
@@ -291,11 +311,27 @@ class SimulatedInt8:
             values = self._ranges.predict_on_batch(images[start : start + batch_size])
             values = np.stack([keras.ops.convert_to_numpy(v) for v in values])
             low, high = np.minimum(low, values[:, 0]), np.maximum(high, values[:, 1])
+        if method == "percentile":
+            threshold = self._percentiles(images, batch_size, np.maximum(-low, high), percentile)
+            low, high = np.maximum(low, -threshold), np.minimum(high, threshold)
         for quantizer, minimum, maximum in zip(self.quantizers, low, high):
             minimum, maximum = quantizer.fixed_range or (minimum, maximum)  # probabilities: [0, 1] as the runtimes
             quantizer.minimum.assign(minimum)
             quantizer.maximum.assign(maximum)
         self.set_enabled(True)
+
+    def _percentiles(self, images, batch_size, largest, percentile):
+        """Per rounded tensor: the `percentile` of |x| on `images`, to a histogram bin's lower edge."""
+        counts = np.zeros((len(self.quantizers), HISTOGRAM_BINS), np.int64)
+        for start in range(0, len(images), batch_size):
+            tensors = self._rounded.predict_on_batch(images[start : start + batch_size])
+            for i, tensor in enumerate(tensors):
+                values = np.abs(keras.ops.convert_to_numpy(tensor)).ravel()
+                counts[i] += np.histogram(values, HISTOGRAM_BINS, range=(0.0, max(largest[i], 1e-12)))[0]
+        cdf = np.cumsum(counts, axis=1) / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)[None, :] * largest[:, None]
+        index = np.array([np.searchsorted(row, percentile / 100.0) for row in cdf])
+        return edges[np.arange(len(index)), index]
 
     def finetune(self, images, teacher_outputs, *, epochs=1, batch_size=128, learning_rate=1e-3, verbose="auto"):
         """Fits the simulation to the float model's output distribution on `images`; returns Keras' history.

@@ -17,6 +17,16 @@ calibration set; Jacob et al. 2018):
   documentation recommends for CNNs on x86 CPUs with VNNI (ONNX Runtime 1.32). Dynamic
   quantization is not offered: ONNX Runtime's CPU provider has no kernel for
   dynamically quantized convolutions (ConvInteger).
+
+  Two ONNX-only options trade a little of that for agreement with the float model:
+  `calibration_method="percentile"` sets each activation's range from a percentile of its
+  absolute values instead of min-max (ONNX Runtime's histogram calibrator), so one rare
+  large value no longer widens every step of the grid; `int16_activations=N` keeps the
+  first N quantized activations (the input, then the stem's outputs, in graph order) in
+  16 bits (ONNX Runtime's mixed-precision QDQ, `com.microsoft` Q/DQ operators): the
+  early layers, where a rounding error has the whole network to grow through, cost
+  little there because they have the fewest channels. LiteRT's converter offers
+  neither (min-max ranges, one bit width), so neither is accepted for `.tflite`.
 """
 
 import contextlib
@@ -33,12 +43,15 @@ from sepconv._atomic import atomic_path
 from sepconv.export import _runtime
 
 _CALIBRATION_BATCH = 32
+CALIBRATION_METHODS = ("minmax", "percentile")
+PERCENTILE = 99.999  # ONNX Runtime's default for its percentile calibrator
 
 
 @contextlib.contextmanager
 def _quiet():
     """Silences the converters' progress messages (tf2onnx logs, Keras' prints)."""
-    loggers = [logging.getLogger(name) for name in ("tf2onnx", "onnx", "absl")]
+    # The root logger too: ONNX Runtime's quantizer warns there when it raises the opset for 16 bits.
+    loggers = [logging.getLogger(name) for name in ("tf2onnx", "onnx", "absl", None)]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
@@ -78,8 +91,9 @@ def _export(model, temp, fmt, **options):
         ) from error
 
 
-def write_onnx(model, path, calibration=None):
-    """Writes `model` to `path` as ONNX, float32, or int8 QDQ with `calibration` images."""
+def write_onnx(model, path, calibration=None, calibration_method="minmax", percentile=PERCENTILE,
+               int16_activations=0):  # fmt: skip
+    """Writes `model` to `path` as ONNX, float32, or int8 QDQ with `calibration` images (module docstring)."""
     with atomic_path(path, suffix=".onnx") as temp:
         if calibration is None:
             _export(model, temp, "onnx")
@@ -88,36 +102,59 @@ def write_onnx(model, path, calibration=None):
             float_path = os.path.join(folder, "float.onnx")
             prepared = os.path.join(folder, "prepared.onnx")
             _export(model, float_path, "onnx")
-            _quantize_onnx(float_path, prepared, temp, calibration)
+            with _quiet():
+                _quantize_onnx(float_path, prepared, temp, calibration, calibration_method, percentile,
+                               int16_activations)  # fmt: skip
 
 
-def _quantize_onnx(float_path, prepared, output, calibration):
+def _quantize_onnx(float_path, prepared, output, calibration, method="minmax", percentile=PERCENTILE,
+                   int16_activations=0):  # fmt: skip
     from onnxruntime import quantization as q
 
-    with _quiet():
-        q.quant_pre_process(float_path, prepared)
+    q.quant_pre_process(float_path, prepared)
     inputs = _input_name(prepared)
 
     class Reader(q.CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter(
-                calibration[i : i + _CALIBRATION_BATCH] for i in range(0, len(calibration), _CALIBRATION_BATCH)
-            )
+        def __init__(self, images):
+            # Equal batches: ONNX Runtime's histogram calibrators stack them into one array.
+            size = max(d for d in range(1, _CALIBRATION_BATCH + 1) if len(images) % d == 0)
+            self.batches = iter(images[i : i + size] for i in range(0, len(images), size))
 
         def get_next(self):
             batch = next(self.batches, None)
             return None if batch is None else {inputs: batch}
 
-    q.quantize_static(
-        prepared,
-        output,
-        Reader(),
+    settings = dict(
         quant_format=q.QuantFormat.QDQ,
         per_channel=True,
         activation_type=q.QuantType.QUInt8,
         weight_type=q.QuantType.QInt8,
         calibrate_method=q.CalibrationMethod.MinMax,
     )
+    if int16_activations:
+        # Which tensors the quantizer rounds, in graph order: read from a quick int8 pass.
+        q.quantize_static(prepared, output, Reader(calibration[:1]), **settings)
+        wide = quantized_activations(output)[:int16_activations]
+        settings["extra_options"] = {
+            "TensorQuantOverrides": {name: [{"quant_type": q.QuantType.QUInt16}] for name in wide},
+            "UseQDQContribOps": True,
+        }
+    if method == "percentile":
+        settings["calibrate_method"] = q.CalibrationMethod.Percentile
+        settings.setdefault("extra_options", {})["CalibPercentile"] = percentile
+    q.quantize_static(prepared, output, Reader(calibration), **settings)
+
+
+def quantized_activations(onnx_path):
+    """Names of the activation tensors a QDQ file quantizes, in graph order (weights left out)."""
+    import onnx
+
+    graph = onnx.load(onnx_path).graph
+    constants = {tensor.name for tensor in graph.initializer}
+    names = [node.input[0] for node in graph.node if node.op_type == "QuantizeLinear"]
+    # A graph output is quantized through a renamed copy; overrides name the output itself.
+    names = [name.removesuffix("_QuantizeLinear_Input") for name in names if name not in constants]
+    return list(dict.fromkeys(names))
 
 
 def _input_name(onnx_path):
