@@ -14,7 +14,7 @@ python "$HERE/resnet_teacher.py" --out /tmp/resnet.keras --train-size 10000 --ep
 python "$HERE/measure.py" /tmp/resnet.keras --out "$HERE/resnet" --ranks 1 --train-size 10000
 # (resnet-bn-trained/: ranks 1 and 4 measured at commit 443b311+, before fine-tuning froze BatchNorm;
 #  the same command, or --train-batch-norm with the current code; ranks 2 and 4 frozen: left)
-# Left: the goal measurement on the README's VGG (runs/tutorial-full/vgg/final.keras, 0.7580), all 50,000 images:
+# The goal measurement on the tutorial VGG trained in full (sepconv train vgg --out runs/tutorial-full --quiet; 0.7663), all 50,000 images:
 #   python "$HERE/measure.py" runs/tutorial-full/vgg/final.keras --out "$HERE/vgg-full" --ranks 1 2 4
 # 4. A converged residual network with BatchNorm: resnet10 from `sepconv compare dsc_resnet10 resnet10 --recipe fast`
 #    (docs/results/compare-fast), distillation over all 50,000 training images (commit 5000ed6, idle CPU).

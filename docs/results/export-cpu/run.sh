@@ -16,6 +16,7 @@ for model in vgg_separable vgg_mobilenet; do
 done
 python tools/export_zoo.py --output zoo-tensorflow.json > /dev/null
 sepconv bench export vgg vgg_separable dsc_resnet10 --threads 1 --profile --output bench-tensorflow.json
+sepconv bench export vgg_separable dsc_resnet10 --format onnx --precision float32 int8 int8-a16 --threads 1 --output bench-int8-a16-tensorflow.json
 # A converged model: dsc_resnet10 from `sepconv train dsc_resnet10 --recipe fast` (docs/results/fast-dsc_resnet10).
 model=../../../runs/fast-dsc_resnet10/dsc_resnet10/best.keras  # run from this folder; the weights are not committed
 for fmt in onnx tflite; do
@@ -25,4 +26,18 @@ for fmt in onnx tflite; do
   # int8 after one epoch of quantization-aware fine-tuning, distilled from the float model
   sepconv export $model dsc_resnet10-qat-int8.$fmt --quantize int8 --calibration-size 1024 --qat-epochs 1 \
     --data "$SEPCONV_DATA" --json --output-json check-dsc_resnet10-qat-int8-$fmt.json > /dev/null
+done
+# ONNX Runtime int8 with percentile ranges and the first 2 activations on 16 bits, on both dsc_resnet10 models
+# (the 60-minute run's: docs/results/budget60-dsc_resnet10), post-training and after one epoch of QAT.
+# `sepconv export` exits 1 when agreement is under 99%: `|| true` keeps the script going.
+for model in ../../../runs/fast-dsc_resnet10/dsc_resnet10/best.keras ../../../runs/budget60-dsc_resnet10/dsc_resnet10/final.keras; do
+  case $model in *budget60*) name=dsc_resnet10-budget60 ;; *) name=dsc_resnet10 ;; esac
+  common="--quantize int8 --calibration-size 1024 --data $SEPCONV_DATA --json"
+  [ $name = dsc_resnet10 ] || sepconv export $model $name-int8.onnx $common --output-json check-$name-int8-onnx.json > /dev/null || true
+  sepconv export $model $name-pct.onnx $common --calibration-method percentile \
+    --output-json check-$name-int8-percentile-onnx.json > /dev/null || true
+  sepconv export $model $name-pct-a16.onnx $common --calibration-method percentile --int16-activations 2 \
+    --output-json check-$name-int8-percentile-a16-onnx.json > /dev/null || true
+  sepconv export $model $name-qat-pct-a16.onnx $common --calibration-method percentile --int16-activations 2 \
+    --qat-epochs 1 --output-json check-$name-qat-int8-percentile-a16-onnx.json > /dev/null || true
 done
