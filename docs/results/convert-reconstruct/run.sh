@@ -19,3 +19,5 @@ python "$HERE/measure.py" /tmp/resnet.keras --out "$HERE/resnet" --ranks 1 --tra
 # 4. A converged residual network with BatchNorm: resnet10 from `sepconv compare dsc_resnet10 resnet10 --recipe fast`
 #    (docs/results/compare-fast), distillation over all 50,000 training images (commit 5000ed6, idle CPU).
 python "$HERE/measure.py" runs/compare-fast/resnet10/best.keras --out "$HERE/resnet10-fast" --ranks 1 4 2
+# The same, rank 1 with a ten times larger distillation step (read on the test set: a direction, not a tuned setting)
+#   python "$HERE/measure.py" runs/tutorial-full/vgg/final.keras --out "$HERE/vgg-full-lr1e-3" --ranks 1 --learning-rate 1e-3
