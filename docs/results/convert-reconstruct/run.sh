@@ -21,3 +21,5 @@ python "$HERE/measure.py" /tmp/resnet.keras --out "$HERE/resnet" --ranks 1 --tra
 python "$HERE/measure.py" runs/compare-fast/resnet10/best.keras --out "$HERE/resnet10-fast" --ranks 1 4 2
 # The same, rank 1 with a ten times larger distillation step (read on the test set: a direction, not a tuned setting)
 #   python "$HERE/measure.py" runs/tutorial-full/vgg/final.keras --out "$HERE/vgg-full-lr1e-3" --ranks 1 --learning-rate 1e-3
+# Rank 4 with twice the calibration images
+#   python "$HERE/measure.py" runs/tutorial-full/vgg/final.keras --out "$HERE/vgg-full-cal2048" --ranks 4 --calibration-size 2048
