@@ -1,5 +1,6 @@
 """`sepconv convert` on the command line: outputs, saved files and pinned errors."""
 
+import inspect
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from sepconv.cli import main
+from sepconv.convert import convert
 from sepconv.layers import DepthwiseSeparableConv2D
 
 
@@ -84,14 +86,18 @@ def test_reconstruct_from_a_npy_file(saved, tmp_path, capsys, rng):
     data = str(tmp_path / "calibration.npy")
     np.save(data, rng.normal(size=(12, 8, 8, 3)).astype("float32"))
     argv = [path, str(tmp_path / "o.keras"), "--rank", "1", "--calibration-data", data, "--reconstruct"]
-    code, out, _ = run([*argv, "--iterations", "2", "--calibration-batch-size", "5", "--json"], capsys)
+    flags = ["--iterations", "2", "--relu-rounds", "1", "--calibration-batch-size", "5", "--json"]
+    code, out, _ = run([*argv, *flags], capsys)
     result = json.loads(out)
     report = result["report"]
     assert code == 0 and report["calibration"] == "12 samples given" and result["seconds"] > 0
     assert report["reconstruction"].startswith("alternating least squares on the pre-activation outputs, 2 iteration")
+    assert "then 1 round(s) through the ReLU on the 1 layer(s) whose output goes" in report["reconstruction"]
     for row in report["layers"]:
         assert len(row["reconstruction_steps"]) == 5
-        assert row["reconstruction_error_after"] <= row["reconstruction_error_before"]
+    conv_a, conv_b = report["layers"]  # conv_a ends in its own ReLU: the pre-activation fit's error, the round's
+    assert len(conv_a["reconstruction_relu_errors"]) == 2 and conv_b["reconstruction_relu_errors"] == []
+    assert conv_b["reconstruction_error_after"] <= conv_b["reconstruction_error_before"]
     code, out, _ = run(argv, capsys)  # the table: before -> after per layer
     assert code == 0 and "Reconstructed error" in out and "Reconstruction: alternating least squares" in out
 
@@ -195,6 +201,10 @@ def test_errors_are_one_line_with_exit_code_2(saved, tmp_path, capsys):
             "--iterations must be non-negative. Received: --iterations=-1",
         ),
         (
+            [path, out_path, "--relu-rounds", "-2"],
+            "--relu-rounds must be non-negative. Received: --relu-rounds=-2",
+        ),
+        (
             [path, out_path, "--finetune-epochs", "1", "--data", "d", "--label-weight", "2"],
             "--label-weight must be a number in [0, 1]. Received: --label-weight=2.0",
         ),
@@ -259,3 +269,9 @@ def test_finetune_on_cifar10(tmp_path, capsys):
     tuned = result["finetune"]
     assert tuned["train_images"] == 500 and len(tuned["history"]["loss"]) == 1
     assert 0 <= tuned["accuracy"]["finetuned"] <= 1
+
+
+def test_cli_defaults_are_the_functions():
+    from sepconv.cli._convert import RELU_ROUNDS
+
+    assert RELU_ROUNDS == inspect.signature(convert).parameters["relu_rounds"].default

@@ -65,7 +65,9 @@ def test_pointwise_and_bias_are_the_numpy_least_squares_solution(make_layer, inp
         pytest.skip("TensorFlow's CPU convolutions refuse channels_first")
     model = single_conv(conv, input_shape, rng)
     x = rng.normal(size=(10, *input_shape)).astype("float32")
-    new_model, report = convert(model, rank=rank, calibration=x, reconstruct=True, iterations=0, ridge=0.0)
+    new_model, report = convert(
+        model, rank=rank, calibration=x, reconstruct=True, iterations=0, relu_rounds=0, ridge=0.0
+    )
     layer = new_model.layers[0]
     x_last = channels_last(x, conv.data_format).astype(np.float64)
     target = channels_last(numpy(linear_twin(conv)(x)), conv.data_format)
@@ -103,7 +105,7 @@ def two_layer_model(rng):
 def test_each_layer_is_fitted_on_the_converted_networks_inputs(rng):
     model = two_layer_model(rng)
     x = rng.normal(size=(12, 7, 7, 3)).astype("float32")
-    new_model, report = convert(model, rank=1, calibration=x, reconstruct=True, iterations=0, ridge=0.0)
+    new_model, report = convert(model, rank=1, calibration=x, reconstruct=True, iterations=0, relu_rounds=0, ridge=0.0)
 
     def head(network):  # the second layer's inputs in `network`, by its own layers
         normalized = network.get_layer("norm")(network.get_layer("first")(x), training=False)
@@ -122,9 +124,9 @@ def test_alternating_steps_never_increase_the_error_and_beat_the_svd(rng):
     model = two_layer_model(rng)
     x = rng.normal(size=(16, 7, 7, 3)).astype("float32")
     held_out = rng.normal(size=(16, 7, 7, 3)).astype("float32")
-    _, pointwise_only = convert(model, rank=1, calibration=x, reconstruct=True, iterations=0)
+    _, pointwise_only = convert(model, rank=1, calibration=x, reconstruct=True, iterations=0, relu_rounds=0)
     svd_model, _ = convert(model, rank=1, calibration=None)
-    new_model, report = convert(model, rank=1, calibration=x, reconstruct=True, iterations=3)
+    new_model, report = convert(model, rank=1, calibration=x, reconstruct=True, iterations=3, relu_rounds=0)
     for row, pointwise_row in zip(report.layers, pointwise_only.layers):
         steps = row.reconstruction_steps
         assert len(steps) == 7  # 3 x (pointwise, depthwise) + the last pointwise solve
@@ -181,6 +183,68 @@ def test_budget_on_data_spends_the_rank_where_the_output_needs_it(rng):
     assert by_data.rule == "budget=0.6 of params, ranks by output error on the calibration data"
 
 
+def relu_round_model(rng):
+    # The second layer's rank 2 is its full rank ((2, 1) kernel), so its pointwise solve is
+    # the whole least squares: one ReLU round is numpy's lstsq on the ReLU targets.
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", name="first")(inputs)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.Conv2D(8, (2, 1), padding="same", activation="relu", name="second")(x)
+    return randomize(keras.Model(inputs, x), rng)
+
+
+def test_a_relu_round_is_least_squares_on_what_passes_the_relu(rng):
+    model = relu_round_model(rng)
+    x = rng.normal(size=(12, 6, 6, 3)).astype("float32")
+    new_model, report = convert(model, rank=2, calibration=x, reconstruct=True, iterations=0, relu_rounds=1, ridge=0.0)
+    first, second = report.layers
+    assert len(first.reconstruction_relu_errors) == 2  # a ReLU layer of its own counts too
+
+    def head(network):  # the second layer's inputs in `network`, by its own layers
+        return numpy(network.get_layer("relu")(network.get_layer("first")(x)))
+
+    def after_relu(prediction):
+        return np.linalg.norm(np.maximum(prediction, 0) - np.maximum(y, 0)) / np.linalg.norm(np.maximum(y, 0))
+
+    layer = new_model.get_layer("second")
+    y = numpy(linear_twin(model.get_layer("second"))(head(model).astype("float32"))).reshape(-1, 8)
+    dw = depthwise_outputs(layer, head(new_model))
+    a = np.concatenate([dw, np.ones((len(dw), 1))], axis=1)
+    fitted = a @ np.linalg.lstsq(a, y, rcond=None)[0]  # the pre-activation fit
+    z = np.where(y > 0, y, np.minimum(fitted, 0))  # the nearest targets with the original's ReLU output
+    theta = np.linalg.lstsq(a, z, rcond=None)[0]
+    expected = [after_relu(fitted), after_relu(a @ theta)]
+    assert expected[1] < expected[0]  # the round pays, so its weights are the ones kept
+    assert second.reconstruction_relu_errors == pytest.approx(expected, rel=1e-3)
+    got = numpy(layer.pointwise_kernel).reshape(-1, 8)
+    assert np.linalg.norm(got - theta[:-1]) <= 1e-3 * np.linalg.norm(theta[:-1])
+    np.testing.assert_allclose(numpy(layer.bias), theta[-1], rtol=1e-3, atol=1e-4 * np.abs(theta[-1]).max())
+    assert "then 1 round(s) through the ReLU on the 2 layer(s) whose output goes through one" in report.reconstruction
+
+
+def test_relu_rounds_see_the_relu_through_an_inference_batch_norm(rng):
+    model = two_layer_model(rng)  # first -> BatchNorm -> ReLU layer
+    x = rng.normal(size=(12, 7, 7, 3)).astype("float32")
+    kwargs = dict(rank=1, calibration=x, reconstruct=True, iterations=1)
+    plain, _ = convert(model, relu_rounds=0, **kwargs)
+    rounds, report = convert(model, relu_rounds=2, **kwargs)
+    norm = model.get_layer("norm")
+
+    def after_relu(network):  # the first layer's error after BatchNorm and ReLU, by Keras' own layers
+        y = model.get_layer("first")(x)
+        expected = numpy(keras.ops.relu(norm(y, training=False)))
+        got = numpy(keras.ops.relu(norm(network.get_layer("first")(x), training=False)))
+        return np.linalg.norm(got - expected) / np.linalg.norm(expected)
+
+    errors = report.layers[0].reconstruction_relu_errors
+    assert len(errors) == 3 and errors[0] == pytest.approx(after_relu(plain), rel=1e-4)
+    assert after_relu(rounds) == pytest.approx(min(errors), rel=1e-4) and min(errors) < errors[0]
+    # Held-out images: the network after the rounds is closer to the original than without them.
+    held_out = rng.normal(size=(12, 7, 7, 3)).astype("float32")
+    expected = numpy(model(held_out))
+    assert relative_error(expected, rounds(held_out)) < relative_error(expected, plain(held_out))
+
+
 def test_reconstruction_errors_are_pinned(rng):
     model = two_layer_model(rng)
     x = rng.normal(size=(12, 7, 7, 3)).astype("float32")
@@ -196,6 +260,8 @@ def test_reconstruction_errors_are_pinned(rng):
         (dict(calibration=x[:0]), ValueError,
          "calibration must hold the same positive number of samples in every input. Received: calibration sizes=[0]"),
         (dict(calibration=x, iterations=-1), ValueError, "iterations must be non-negative. Received: iterations=-1"),
+        (dict(calibration=x, relu_rounds=-1), ValueError,
+         "relu_rounds must be non-negative. Received: relu_rounds=-1"),
         (dict(calibration=x, ridge=-1.0), ValueError, "ridge must be a number in [0, inf). Received: ridge=-1.0"),
         (dict(calibration=x, reconstruct="yes"), TypeError,
          "reconstruct must be True or False. Received: reconstruct='yes'"),

@@ -39,6 +39,7 @@ def main():
     parser.add_argument("--ranks", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--calibration-size", type=int, default=1024)
     parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--relu-rounds", type=int, default=2)
     parser.add_argument("--train-size", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
@@ -59,13 +60,14 @@ def main():
         row["svd"] = {"seconds": time.perf_counter() - start, "accuracy": accuracy(svd_model, test)}
         start = time.perf_counter()
         new_model, report = convert(model, rank=rank, calibration=calibration, reconstruct=True,
-                                    iterations=args.iterations)  # fmt: skip
+                                    iterations=args.iterations, relu_rounds=args.relu_rounds)  # fmt: skip
         seconds = time.perf_counter() - start
-        layers = len(report.layers)
+        # one pass per layer, and one more per ReLU round and to measure the last round
+        passes = len(report.layers) + sum(len(row.reconstruction_relu_errors) for row in report.layers)
         row["reconstruction"] = {
             "seconds": seconds,
-            # one forward pass of each model per layer, and one of the original to measure errors
-            "images_seen": args.calibration_size * (2 * layers + 1),
+            # one forward pass of each model per pass, and one of the original to measure errors
+            "images_seen": args.calibration_size * (2 * passes + 1),
             "accuracy": accuracy(new_model, test),
         }
         row["report"] = report.to_dict()

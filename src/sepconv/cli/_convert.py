@@ -20,6 +20,7 @@ from sepconv.cli import _args
 
 _fraction = _options.in_range(low=0.0, high=1.0, low_open=True)
 MEASURE_SAMPLES, RECONSTRUCT_SAMPLES = 64, 1024  # default --calibration-size
+RELU_ROUNDS = 2  # default --relu-rounds: convert()'s (sepconv.convert is imported lazily)
 _positive_number = _options.in_range(low=0.0, low_open=True)
 
 
@@ -95,6 +96,14 @@ def add_parser(subparsers):
         type=_int_flag("--iterations", _validation.non_negative_int),
         metavar="N",
         help="rounds of alternating least squares per layer with --reconstruct (default 4; 0: pointwise only)",
+    )
+    parser.add_argument(
+        "--relu-rounds",
+        default=RELU_ROUNDS,
+        type=_int_flag("--relu-rounds", _validation.non_negative_int),
+        metavar="N",
+        help=f"with --reconstruct, refit layers whose activation is ReLU to what passes it, N times, one "
+        f"calibration pass each (default {RELU_ROUNDS}; 0: pre-activation fit only)",
     )
     parser.add_argument(
         "--finetune-epochs",
@@ -194,6 +203,7 @@ def run(args):
         calibration_batch_size=args.calibration_batch_size,
         reconstruct=args.reconstruct,
         iterations=args.iterations,
+        relu_rounds=args.relu_rounds,
         verbose=not args.json,
     )
     seconds = time.perf_counter() - start

@@ -166,7 +166,15 @@ def _row(candidate, rank, requested_rank, output_error, fit=None):
         reconstruction_error_after=None if fit is None else fit.error_after,
         reconstruction_steps=() if fit is None else fit.steps,
         reconstruction_start=None if fit is None else fit.start,
+        reconstruction_relu_errors=() if fit is None else fit.relu_errors,
     )
+
+
+def _relu_note(candidates, relu_rounds):
+    relu = sum(_reconstruct.relu_after(c.layer) is not None for c in candidates)
+    if not relu_rounds or not relu:
+        return "no ReLU rounds" + ("" if relu else " (no converted layer's output goes through a ReLU)")
+    return f"then {relu_rounds} round(s) through the ReLU on the {relu} layer(s) whose output goes through one"
 
 
 def convert(
@@ -182,6 +190,7 @@ def convert(
     calibration_batch_size=32,
     reconstruct=False,
     iterations=4,
+    relu_rounds=2,
     ridge=1e-6,
     verbose=False,
 ):
@@ -227,6 +236,12 @@ def convert(
             Needs calibration data (no labels).
         iterations: rounds of alternating least squares (pointwise kernel and
             bias, then depthwise filters); 0 solves the pointwise part only.
+        relu_rounds: with `reconstruct`, layers whose output goes through a
+            ReLU (their own, or after a BatchNorm) are then refitted this many
+            times to what passes it (where the original's ReLU is off, the
+            output need only keep it off; see `sepconv.convert._reconstruct`),
+            each round one more pass over the calibration data; 0: fit the
+            pre-activation outputs only.
         ridge: relative ridge term of each least-squares solve.
         verbose: progress bars on stderr while calibration data streams.
 
@@ -242,6 +257,7 @@ def convert(
     rule = _rule(rank, energy, budget, budget_metric)
     _validation.boolean(reconstruct, "reconstruct")
     iterations = _validation.non_negative_int(iterations, "iterations")
+    relu_rounds = _validation.non_negative_int(relu_rounds, "relu_rounds")
     ridge = _validation.number(ridge, "ridge", low=0.0)
     calibration, calibration_note = _calibration(model, calibration, reconstruct)
     selection = _targets.select_layers(model, include, exclude)
@@ -295,6 +311,7 @@ def convert(
             calibration,
             batch_size=calibration_batch_size,
             iterations=iterations,
+            relu_rounds=relu_rounds,
             ridge=ridge,
             verbose=verbose,
         )
@@ -303,7 +320,8 @@ def convert(
         largest = max(candidates, key=lambda c: fits[id(c.layer)].nbytes)
         reconstruction = (
             f"alternating least squares on the pre-activation outputs, {iterations} iteration(s), "
-            f"ridge {ridge:g}, {calibration_note}, batches of {calibration_batch_size}; the largest layer "
+            f"{_relu_note(candidates, relu_rounds)}, ridge {ridge:g}, {calibration_note}, "
+            f"batches of {calibration_batch_size}; the largest layer "
             f"'{largest.path}' held {fits[id(largest.layer)].nbytes / 2**20:.1f} MiB of normal equations"
         )
     errors = {}

@@ -135,6 +135,23 @@ class Normal:
             self.yy += float(np.sum(b * b))
         self.rows += len(x)
 
+    def retargeted(self):
+        """The same patches (``X^T X`` shared, not copied) with no targets yet (`add_targets`)."""
+        other = Normal(self.columns, self.filters, self.bias, self.rows)
+        other.xx = self.xx
+        return other
+
+    def add_targets(self, x, y):
+        """Adds ``X^T Y`` and ``||Y||^2`` of rows whose ``X^T X`` is already counted."""
+        step = max(1, CHUNK_ELEMENTS // (self.columns + 1))
+        for start in range(0, len(x), step):
+            a = x[start : start + step].astype(np.float64)
+            b = y[start : start + step].astype(np.float64)
+            self.xy[: self.columns] += a.T @ b
+            if self.bias:
+                self.xy[-1] += b.sum(axis=0)
+            self.yy += float(np.sum(b * b))
+
     @property
     def nbytes(self):
         return self.xx.nbytes + self.xy.nbytes

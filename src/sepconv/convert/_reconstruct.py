@@ -8,6 +8,18 @@ patches (`_least_squares`). After the last batch the layer is refitted and
 its new weights assigned, so the next layer already sees them. Both models run
 in inference mode (BatchNorm uses its moving statistics).
 
+Through the ReLU. A layer whose output goes through a ReLU (its own, or a
+ReLU layer after an inference BatchNorm, `relu_after`) only passes on the
+positive part: where the original's ReLU is off, any output that keeps it off
+is exact. The fit then follows Zhang et al. (TPAMI 2016, Sec. 3.2) in their
+limit of a hard constraint: alternate between the targets ``z = y`` where the
+original's ReLU is on and, elsewhere, the prediction's nearest point that keeps
+it off (``min(prediction, 0)`` for the layer's own ReLU), and the least squares
+to ``z``, which reuses ``X^T X`` (only ``X^T z`` changes, one more pass over
+the calibration data). Each round lowers ``||X W - z||``, an upper bound of the
+error after the ReLU (up to the BatchNorm's per-channel scale); the error after
+the ReLU itself is measured in every pass, and the best weights on it are kept.
+
 Cost: per converted layer, one forward pass of each model over the
 calibration set, plus the Gram updates (``positions * (C K)^2``
 multiply-adds); memory: see `_least_squares`.
@@ -22,7 +34,7 @@ import numpy as np
 from sepconv.convert import _calibrate, _least_squares
 from sepconv.data._load_progress import progress_bar
 
-__all__ = ["LayerFit", "channel_blocks", "check_enough", "network_error", "reconstruct"]
+__all__ = ["LayerFit", "channel_blocks", "check_enough", "network_error", "reconstruct", "relu_after"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +47,7 @@ class LayerFit:
     steps: tuple  # error after each pointwise solve and depthwise sweep
     positions: int  # rows of the least squares: output positions x calls x samples
     nbytes: int  # memory of the normal equations
+    relu_errors: tuple = ()  # after the ReLU: the pre-activation fit's, then each ReLU round's
 
 
 def _batches(data, batch_size):
@@ -68,6 +81,49 @@ def _steps(data, batch_size, layers):
     return math.ceil(_calibrate.num_samples(data) / batch_size) * layers
 
 
+def _only_consumer(layer):
+    """The one layer that takes `layer`'s only output, or None (shared, branching, last)."""
+    if len(layer._inbound_nodes) != 1 or len(layer._outbound_nodes) != 1:
+        return None
+    return layer._outbound_nodes[0].operation
+
+
+def _is_plain_relu(layer):
+    if isinstance(layer, keras.layers.ReLU):
+        return layer.max_value is None and not layer.negative_slope and not layer.threshold
+    return isinstance(layer, keras.layers.Activation) and layer.activation is keras.activations.relu
+
+
+def relu_after(layer):
+    """`(scale, shift)` per filter if `layer`'s output goes through a ReLU, else None.
+
+    The ReLU sees ``scale * y + shift`` of the pre-activation ``y``: the layer's own
+    ReLU or a ReLU layer after it (1, 0), or a BatchNormalization in inference (moving
+    statistics) followed by a ReLU layer, each the only consumer of what comes before.
+    """
+    activation = getattr(layer, "activation", None)
+    if activation is keras.activations.relu:
+        return np.ones(layer.filters), np.zeros(layer.filters)
+    if activation is not keras.activations.linear:
+        return None
+    norm = _only_consumer(layer)
+    if _is_plain_relu(norm):
+        return np.ones(layer.filters), np.zeros(layer.filters)
+    channel_axis = -1 if layer.data_format == "channels_last" else 1
+    rank = len(layer.kernel_size) + 2
+    if not isinstance(norm, keras.layers.BatchNormalization) or norm.axis % rank != channel_axis % rank:
+        return None
+    if not _is_plain_relu(_only_consumer(norm)):
+        return None
+    scale = 1.0 / np.sqrt(keras.ops.convert_to_numpy(norm.moving_variance).astype(np.float64) + norm.epsilon)
+    if norm.scale:
+        scale = scale * keras.ops.convert_to_numpy(norm.gamma).astype(np.float64)
+    shift = -keras.ops.convert_to_numpy(norm.moving_mean).astype(np.float64) * scale
+    if norm.center:
+        shift = shift + keras.ops.convert_to_numpy(norm.beta).astype(np.float64)
+    return scale, shift
+
+
 def channel_blocks(model, layers, data, batch_size=32, verbose=False):
     """`{id(layer): (C, K, K)}` per-channel patch covariances on the original network's inputs."""
     blocks = {}
@@ -87,19 +143,76 @@ def channel_blocks(model, layers, data, batch_size=32, verbose=False):
     return blocks
 
 
-def _normal_equations(model, new_model, old, new, data, batch_size, bar, task, done):
-    taps = math.prod(old.kernel_size)
-    normal = _least_squares.Normal(old.kernel.shape[-2] * taps, old.filters, bool(old.use_bias))
+def _paired_inputs(model, new_model, old, new, data, batch_size):
+    """Per calibration batch, `(original's input, converted's input)` of each call of the layer."""
     for batch in _batches(data, batch_size):
         with _calibrate._recording([old], {}) as original:
             model(batch, training=False)
         with _calibrate._recording([new], {}) as converted:
             new_model(batch, training=False)
-        for x_old, x_new in zip(original.get(id(old), []), converted.get(id(new), [])):
+        yield list(zip(original.get(id(old), []), converted.get(id(new), [])))
+
+
+def _normal_equations(model, new_model, old, new, data, batch_size, bar, task, done):
+    taps = math.prod(old.kernel_size)
+    normal = _least_squares.Normal(old.kernel.shape[-2] * taps, old.filters, bool(old.use_bias))
+    for calls in _paired_inputs(model, new_model, old, new, data, batch_size):
+        for x_old, x_new in calls:
             normal.add(_least_squares.patches(old, x_new), _least_squares.pre_activation(old, x_old))
         done += 1
         bar.update(task, completed=done)
     return normal, done
+
+
+def _relu_pass(model, new_model, old, new, data, batch_size, relu, target, bar, task, done):
+    """Error after the ReLU of `new`'s current weights; adds the ReLU targets to `target`."""
+    scale, shift = relu
+    squared_error = squared_norm = 0.0
+    for calls in _paired_inputs(model, new_model, old, new, data, batch_size):
+        for x_old, x_new in calls:
+            y = _least_squares.pre_activation(old, x_old).astype(np.float64)
+            prediction = _least_squares.pre_activation(new, x_new).astype(np.float64)
+            expected = np.maximum(scale * y + shift, 0.0)
+            got = scale * prediction + shift
+            squared_error += float(np.sum(np.square(np.maximum(got, 0.0) - expected)))
+            squared_norm += float(np.sum(np.square(expected)))
+            if target is not None:
+                # Where the original's ReLU is off, the nearest prediction that keeps it off.
+                safe = np.where(scale != 0, scale, 1.0)
+                off = np.where(scale != 0, (np.minimum(got, 0.0) - shift) / safe, prediction)
+                target.add_targets(_least_squares.patches(old, x_new), np.where(expected > 0, y, off))
+        done += 1
+        bar.update(task, completed=done)
+    return (math.sqrt(squared_error / squared_norm) if squared_norm > 0 else 0.0), done
+
+
+def _assign_fit(old, new, d, p, bias):
+    depthwise, pointwise = _least_squares.pack(d, p, tuple(old.kernel_size))
+    _assign(new.depthwise_kernel, depthwise)
+    _assign(new.pointwise_kernel, pointwise)
+    if old.use_bias:
+        _assign(new.bias, bias)
+
+
+def _through_relu(
+    model, new_model, old, new, relu, normal, fit, data, batch_size, rounds, iterations, ridge, bar, task, done
+):
+    """`(d, p, bias, errors, done)`: `rounds` refits to the ReLU targets; the best weights after it."""
+    d, p, bias = fit.depthwise, fit.pointwise, fit.bias
+    best, errors = None, []
+    for round_ in range(rounds + 1):
+        _assign_fit(old, new, d, p, bias)
+        target = normal.retargeted() if round_ < rounds else None
+        error, done = _relu_pass(model, new_model, old, new, data, batch_size, relu, target, bar, task, done)
+        errors.append(error)
+        if best is None or error < best[0]:
+            best = (error, d, p, bias)
+        if target is None:
+            break
+        refit = _least_squares.fit_layer(target, d, p, bias, iterations=iterations, ridge=ridge)
+        d, p, bias = refit.depthwise, refit.pointwise, refit.bias
+    _, d, p, bias = best
+    return d, p, bias, tuple(errors), done
 
 
 def network_error(model, new_model, data, batch_size=32):
@@ -119,7 +232,9 @@ def _assign(variable, value):
     variable.assign(np.asarray(value).astype(keras.backend.standardize_dtype(variable.dtype)))
 
 
-def reconstruct(model, new_model, targets, data, *, batch_size=32, iterations=4, ridge=1e-6, verbose=False):
+def reconstruct(
+    model, new_model, targets, data, *, batch_size=32, iterations=4, relu_rounds=0, ridge=1e-6, verbose=False
+):
     """Refits each converted layer in order; returns `{id(original layer): LayerFit}`.
 
     Args:
@@ -128,13 +243,18 @@ def reconstruct(model, new_model, targets, data, *, batch_size=32, iterations=4,
         data: calibration inputs (no labels).
         batch_size: samples per forward pass.
         iterations: rounds of alternating least squares (0: pointwise and bias only).
+        relu_rounds: for layers whose activation is ReLU, refits to the targets
+            that respect it (module docstring); each takes one more pass over
+            `data`, and one pass measures the last. 0: pre-activation only.
         ridge: relative ridge term of every least-squares solve.
         verbose: a progress bar on stderr.
     """
     samples = _calibrate.num_samples(data)
+    relus = {id(old): relu_after(old) if relu_rounds else None for _, old, _ in targets}
+    passes = sum(1 + (relu_rounds + 1 if relus[id(old)] is not None else 0) for _, old, _ in targets)
     fits = {}
     with progress_bar(verbose) as bar:
-        task = bar.add_task("calibration: reconstruction", total=_steps(data, batch_size, len(targets)))
+        task = bar.add_task("calibration: reconstruction", total=_steps(data, batch_size, passes))
         done = 0
         for path, old, new in targets:
             normal, done = _normal_equations(model, new_model, old, new, data, batch_size, bar, task, done)
@@ -156,17 +276,22 @@ def reconstruct(model, new_model, targets, data, *, batch_size=32, iterations=4,
             if normal.error(np.matmul(wd, wp).reshape(-1, old.filters), bias) < before:
                 d, p, start = wd, wp, "whitened"
             fit = _least_squares.fit_layer(normal, d, p, bias, iterations=iterations, ridge=ridge)
-            depthwise, pointwise = _least_squares.pack(fit.depthwise, fit.pointwise, tuple(old.kernel_size))
-            _assign(new.depthwise_kernel, depthwise)
-            _assign(new.pointwise_kernel, pointwise)
-            if old.use_bias:
-                _assign(new.bias, fit.bias)
+            d, p, bias, after, relu_errors = fit.depthwise, fit.pointwise, fit.bias, min(fit.error_after, before), ()
+            relu = relus[id(old)]
+            if relu is not None:
+                d, p, bias, relu_errors, done = _through_relu(
+                    model, new_model, old, new, relu, normal, fit, data, batch_size, relu_rounds, iterations, ridge,
+                    bar, task, done,
+                )  # fmt: skip
+                after = normal.error(np.matmul(d, p).reshape(-1, old.filters), bias)
+            _assign_fit(old, new, d, p, bias)
             fits[id(old)] = LayerFit(
                 error_before=before,
-                error_after=min(fit.error_after, before),
+                error_after=after,
                 start=start,
                 steps=fit.steps,
                 positions=normal.rows,
                 nbytes=normal.nbytes,
+                relu_errors=relu_errors,
             )
     return fits

@@ -28,7 +28,10 @@ class ConvertedLayer:
     SVD factors and after reconstruction (None when not reconstructed);
     `reconstruction_steps` the error after each least-squares step, starting
     from `reconstruction_start` ("svd", or "whitened" when the data-aware SVD
-    was the better start).
+    was the better start). `reconstruction_relu_errors`: for a layer whose
+    activation is ReLU and with ReLU rounds, the relative error after the
+    ReLU, same inputs, of the pre-activation fit and after each round (the
+    best is kept); empty otherwise.
     """
 
     name: str
@@ -49,6 +52,7 @@ class ConvertedLayer:
     reconstruction_error_after: float | None = None
     reconstruction_steps: tuple = ()
     reconstruction_start: str | None = None
+    reconstruction_relu_errors: tuple = ()
 
     @property
     def kernel_error(self):
@@ -61,6 +65,7 @@ class ConvertedLayer:
             notes=list(self.notes),
             kernel_error=self.kernel_error,
             reconstruction_steps=list(self.reconstruction_steps),
+            reconstruction_relu_errors=list(self.reconstruction_relu_errors),
         )
         return row
 
@@ -198,6 +203,13 @@ def render_report(report):
             f"{_fraction(report.network_error_after)} (reconstructed). Reconstructed error: each layer before its "
             "activation, fed the converted network's inputs; Output error: each layer alone on the original "
             "network's inputs (a reconstructed layer also corrects its predecessors' errors, so it can be large)."
+        ]
+        notes += [
+            f"{row.name}: error after its ReLU "
+            + " -> ".join(_fraction(e) for e in row.reconstruction_relu_errors)
+            + " (pre-activation fit, then each ReLU round; the lowest is kept)"
+            for row in report.layers
+            if row.reconstruction_relu_errors
         ]
     notes += [f"{row.name}: {note}" for row in report.layers for note in row.notes]
     return Group(*parts, *(Text(note) for note in notes))
