@@ -222,27 +222,95 @@ def test_a_relu_round_is_least_squares_on_what_passes_the_relu(rng):
     assert "then 1 round(s) through the ReLU on the 2 layer(s) whose output goes through one" in report.reconstruction
 
 
-def test_relu_rounds_see_the_relu_through_an_inference_batch_norm(rng):
-    model = two_layer_model(rng)  # first -> BatchNorm -> ReLU layer
-    x = rng.normal(size=(12, 7, 7, 3)).astype("float32")
-    kwargs = dict(rank=1, calibration=x, reconstruct=True, iterations=1)
-    plain, _ = convert(model, relu_rounds=0, **kwargs)
-    rounds, report = convert(model, relu_rounds=2, **kwargs)
+def batch_norm_relu_model(rng):
+    """A rank-2 3x3 conv and a full-rank (2, 1) conv -> BatchNorm (gammas > 0, < 0, 0) -> ReLU."""
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", name="first")(inputs)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.Conv2D(4, (2, 1), padding="same", name="second")(x)
+    x = keras.layers.BatchNormalization(name="norm")(x)
+    x = keras.layers.ReLU(name="norm_relu")(x)
+    model = randomize(keras.Model(inputs, x), rng)
+    norm = model.get_layer("norm")
+    norm.gamma.assign(np.array([1.5, -0.7, 0.0, 0.9], "float32"))
+    norm.moving_variance.assign(np.abs(numpy(norm.moving_variance)).astype("float32") + 0.5)
+    return model
+
+
+def test_a_relu_round_through_a_batch_norm_keeps_the_original_relu_off_where_it_is(rng):
+    model = batch_norm_relu_model(rng)
+    x = rng.normal(size=(12, 6, 6, 3)).astype("float32")
+    new_model, report = convert(model, rank=2, calibration=x, reconstruct=True, iterations=0, relu_rounds=1, ridge=0.0)
     norm = model.get_layer("norm")
 
-    def after_relu(network):  # the first layer's error after BatchNorm and ReLU, by Keras' own layers
-        y = model.get_layer("first")(x)
-        expected = numpy(keras.ops.relu(norm(y, training=False)))
-        got = numpy(keras.ops.relu(norm(network.get_layer("first")(x), training=False)))
-        return np.linalg.norm(got - expected) / np.linalg.norm(expected)
+    def head(network):
+        return numpy(network.get_layer("relu")(network.get_layer("first")(x)))
 
-    errors = report.layers[0].reconstruction_relu_errors
-    assert len(errors) == 3 and errors[0] == pytest.approx(after_relu(plain), rel=1e-4)
-    assert after_relu(rounds) == pytest.approx(min(errors), rel=1e-4) and min(errors) < errors[0]
-    # Held-out images: the network after the rounds is closer to the original than without them.
-    held_out = rng.normal(size=(12, 7, 7, 3)).astype("float32")
-    expected = numpy(model(held_out))
-    assert relative_error(expected, rounds(held_out)) < relative_error(expected, plain(held_out))
+    def bn(y):  # Keras' own BatchNormalization in inference, on (positions, 4)
+        return numpy(norm(y.reshape(-1, 1, 1, 4).astype("float32"), training=False)).reshape(-1, 4)
+
+    def after_relu(prediction):
+        expected = np.maximum(bn(y), 0)
+        return np.linalg.norm(np.maximum(bn(prediction), 0) - expected) / np.linalg.norm(expected)
+
+    layer = new_model.get_layer("second")
+    y = numpy(model.get_layer("second")(head(model).astype("float32"))).reshape(-1, 4)
+    dw = depthwise_outputs(layer, head(new_model))
+    a = np.concatenate([dw, np.ones((len(dw), 1))], axis=1)
+    fitted = a @ np.linalg.lstsq(a, y, rcond=None)[0]
+    # BatchNorm in inference is affine per channel: shift = bn(0), scale = bn(1) - bn(0).
+    shift = bn(np.zeros((1, 4)))[0]
+    scale = bn(np.ones((1, 4)))[0] - shift
+    assert scale[1] < 0 and scale[2] == 0
+    off = np.where(scale != 0, (np.minimum(scale * fitted + shift, 0) - shift) / np.where(scale, scale, 1), fitted)
+    z = np.where(scale * y + shift > 0, y, off)
+    theta = np.linalg.lstsq(a, z, rcond=None)[0]
+    expected = [after_relu(fitted), after_relu(a @ theta)]
+    assert expected[1] < expected[0]
+    assert report.layers[1].reconstruction_relu_errors == pytest.approx(expected, rel=1e-3)
+    got = numpy(layer.pointwise_kernel).reshape(-1, 4)
+    assert np.linalg.norm(got - theta[:-1]) <= 1e-3 * np.linalg.norm(theta[:-1])
+
+
+def relu_input_of(model, name):
+    from sepconv.convert._relu import relu_inputs
+
+    layer = model.get_layer(name)
+    return relu_inputs(model, [layer])[id(layer)]
+
+
+def test_which_layers_feed_a_relu_is_read_from_the_models_own_graph(tmp_path, rng):
+    inputs = keras.Input((6, 6, 3))
+    own = keras.layers.Conv2D(4, 3, activation="relu", name="own")(inputs)
+    capped = keras.layers.ReLU(max_value=6.0, name="capped")(keras.layers.Conv2D(4, 3, name="to_relu6")(own))
+    act = keras.layers.Activation("relu")(keras.layers.Conv2D(4, 3, padding="same", name="to_activation")(capped))
+    conv = keras.layers.Conv2D(4, 3, padding="same", name="to_norm")(act)
+    norm = keras.layers.BatchNormalization(center=False, name="norm")(conv)
+    out = keras.layers.ReLU(name="relu")(norm)
+    cross = keras.layers.BatchNormalization(axis=1, name="wrong_axis")(keras.layers.Conv2D(4, 1, name="to_axis1")(out))
+    model = randomize(keras.Model(inputs, [keras.layers.ReLU()(cross), out]), rng)
+    variance = model.get_layer("norm").moving_variance
+    variance.assign(np.abs(numpy(variance)).astype("float32") + 0.5)
+    assert [x.tolist() for x in relu_input_of(model, "own")] == [[1.0] * 4, [0.0] * 4]
+    assert relu_input_of(model, "to_relu6") is None  # a capped ReLU is not a plain one
+    assert relu_input_of(model, "to_activation") is not None
+    assert relu_input_of(model, "to_axis1") is None  # the BatchNorm normalizes another axis
+    scale, shift = relu_input_of(model, "to_norm")
+    layer = model.get_layer("norm")
+    zero = numpy(layer(np.zeros((1, 1, 1, 4), "float32"), training=False)).ravel()
+    one = numpy(layer(np.ones((1, 1, 1, 4), "float32"), training=False)).ravel()
+    assert np.all(np.isfinite(scale)) and np.all(scale != 0)
+    np.testing.assert_allclose(shift, zero, atol=1e-6)
+    np.testing.assert_allclose(scale, one - zero, rtol=1e-5)
+    # The same layers in a model that stops at the convolution: no ReLU there.
+    truncated = keras.Model(inputs, conv)
+    assert relu_input_of(truncated, "to_norm") is None
+    # A Sequential loaded from a file (rebuilt layer by layer) is read from its final graph.
+    sequential = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Conv2D(4, 3, name="conv"),
+                                   keras.layers.BatchNormalization(), keras.layers.ReLU()])  # fmt: skip
+    sequential.save(str(tmp_path / "s.keras"))
+    loaded = keras.saving.load_model(str(tmp_path / "s.keras"))
+    assert relu_input_of(loaded, "conv") is not None
 
 
 def test_reconstruction_errors_are_pinned(rng):

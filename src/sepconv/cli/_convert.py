@@ -102,8 +102,8 @@ def add_parser(subparsers):
         default=RELU_ROUNDS,
         type=_int_flag("--relu-rounds", _validation.non_negative_int),
         metavar="N",
-        help=f"with --reconstruct, refit layers whose activation is ReLU to what passes it, N times, one "
-        f"calibration pass each (default {RELU_ROUNDS}; 0: pre-activation fit only)",
+        help=f"with --reconstruct, refit layers whose output goes through a ReLU to what passes it, N times "
+        f"(N + 1 more calibration passes; default {RELU_ROUNDS}; 0: pre-activation fit only)",
     )
     parser.add_argument(
         "--finetune-epochs",

@@ -7,7 +7,17 @@ import keras
 import numpy as np
 
 from sepconv import _validation, analysis
-from sepconv.convert import _calibrate, _costs, _factorize, _least_squares, _ranks, _reconstruct, _rewrite, _targets
+from sepconv.convert import (
+    _calibrate,
+    _costs,
+    _factorize,
+    _least_squares,
+    _ranks,
+    _reconstruct,
+    _relu,
+    _rewrite,
+    _targets,
+)
 from sepconv.convert._report import ConversionReport, ConvertedLayer, SkippedLayer
 
 __all__ = ["convert"]
@@ -170,8 +180,8 @@ def _row(candidate, rank, requested_rank, output_error, fit=None):
     )
 
 
-def _relu_note(candidates, relu_rounds):
-    relu = sum(_reconstruct.relu_after(c.layer) is not None for c in candidates)
+def _relu_note(model, candidates, relu_rounds):
+    relu = sum(r is not None for r in _relu.relu_inputs(model, [c.layer for c in candidates]).values())
     if not relu_rounds or not relu:
         return "no ReLU rounds" + ("" if relu else " (no converted layer's output goes through a ReLU)")
     return f"then {relu_rounds} round(s) through the ReLU on the {relu} layer(s) whose output goes through one"
@@ -239,9 +249,9 @@ def convert(
         relu_rounds: with `reconstruct`, layers whose output goes through a
             ReLU (their own, or after a BatchNorm) are then refitted this many
             times to what passes it (where the original's ReLU is off, the
-            output need only keep it off; see `sepconv.convert._reconstruct`),
-            each round one more pass over the calibration data; 0: fit the
-            pre-activation outputs only.
+            output need only keep it off; see `sepconv.convert._reconstruct`):
+            R rounds take R + 1 more passes over the calibration data (the
+            last measures); 0: fit the pre-activation outputs only.
         ridge: relative ridge term of each least-squares solve.
         verbose: progress bars on stderr while calibration data streams.
 
@@ -320,7 +330,7 @@ def convert(
         largest = max(candidates, key=lambda c: fits[id(c.layer)].nbytes)
         reconstruction = (
             f"alternating least squares on the pre-activation outputs, {iterations} iteration(s), "
-            f"{_relu_note(candidates, relu_rounds)}, ridge {ridge:g}, {calibration_note}, "
+            f"{_relu_note(model, candidates, relu_rounds)}, ridge {ridge:g}, {calibration_note}, "
             f"batches of {calibration_batch_size}; the largest layer "
             f"'{largest.path}' held {fits[id(largest.layer)].nbytes / 2**20:.1f} MiB of normal equations"
         )

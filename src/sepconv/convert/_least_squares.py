@@ -17,7 +17,9 @@ where ``x_converted`` is what the converted network (earlier layers already
 reconstructed) feeds the layer and ``x_original`` what the original network
 feeds it on the same calibration samples. No labels are used. Layers that
 follow (BatchNorm, activations, merges) are left as they are; the target is the
-convolution's own pre-activation output, for which least squares is exact.
+convolution's own pre-activation output, for which least squares is exact (the
+ReLU rounds of `_reconstruct` then change the targets, not the patches:
+`Normal.retargeted`).
 
 Everything the fit needs is in the normal equations of the patch matrix
 ``X`` (one row per output position and call, one column per input channel and
@@ -49,6 +51,7 @@ is never worse than the SVD initialization on that data.
 """
 
 import contextlib
+import copy
 import dataclasses
 import math
 
@@ -137,8 +140,8 @@ class Normal:
 
     def retargeted(self):
         """The same patches (``X^T X`` shared, not copied) with no targets yet (`add_targets`)."""
-        other = Normal(self.columns, self.filters, self.bias, self.rows)
-        other.xx = self.xx
+        other = copy.copy(self)
+        other.xy, other.yy = np.zeros_like(self.xy), 0.0
         return other
 
     def add_targets(self, x, y):

@@ -8,21 +8,24 @@ patches (`_least_squares`). After the last batch the layer is refitted and
 its new weights assigned, so the next layer already sees them. Both models run
 in inference mode (BatchNorm uses its moving statistics).
 
-Through the ReLU. A layer whose output goes through a ReLU (its own, or a
-ReLU layer after an inference BatchNorm, `relu_after`) only passes on the
-positive part: where the original's ReLU is off, any output that keeps it off
-is exact. The fit then follows Zhang et al. (TPAMI 2016, Sec. 3.2) in their
-limit of a hard constraint: alternate between the targets ``z = y`` where the
-original's ReLU is on and, elsewhere, the prediction's nearest point that keeps
-it off (``min(prediction, 0)`` for the layer's own ReLU), and the least squares
-to ``z``, which reuses ``X^T X`` (only ``X^T z`` changes, one more pass over
-the calibration data). Each round lowers ``||X W - z||``, an upper bound of the
-error after the ReLU (up to the BatchNorm's per-channel scale); the error after
-the ReLU itself is measured in every pass, and the best weights on it are kept.
+Through the ReLU. A layer whose output goes through a ReLU (its own, a ReLU
+layer after it, or one after an inference BatchNorm: `_relu`) only passes on
+the positive part: where the original's ReLU is off, any output that keeps it
+off is exact. The fit then follows Zhang et al. (TPAMI 2016, Sec. 3.2) in
+their limit of a hard constraint: alternate between the targets ``z = y`` where
+the original's ReLU is on and, elsewhere, the prediction's nearest point that
+keeps it off (``min(prediction, 0)`` for a plain ReLU), and the least squares
+to ``z``, which reuses ``X^T X`` (the layer's inputs do not depend on its own
+weights; only ``X^T z`` changes, one more pass over the calibration data).
+Each round lowers ``||X W - z||``; the error after the ReLU is at most that
+distance scaled per channel by the BatchNorm (1 without one), so a round can
+still raise it: it is measured in every pass, and the best weights on it are
+kept.
 
 Cost: per converted layer, one forward pass of each model over the
 calibration set, plus the Gram updates (``positions * (C K)^2``
-multiply-adds); memory: see `_least_squares`.
+multiply-adds); with R ReLU rounds, R + 1 more passes for a layer that feeds a
+ReLU (``positions * C K * F`` multiply-adds each). Memory: see `_least_squares`.
 """
 
 import dataclasses
@@ -31,10 +34,10 @@ import math
 import keras
 import numpy as np
 
-from sepconv.convert import _calibrate, _least_squares
+from sepconv.convert import _calibrate, _least_squares, _relu
 from sepconv.data._load_progress import progress_bar
 
-__all__ = ["LayerFit", "channel_blocks", "check_enough", "network_error", "reconstruct", "relu_after"]
+__all__ = ["LayerFit", "channel_blocks", "check_enough", "network_error", "reconstruct"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,49 +82,6 @@ def check_enough(path, layer, rank, sizes, samples):
 
 def _steps(data, batch_size, layers):
     return math.ceil(_calibrate.num_samples(data) / batch_size) * layers
-
-
-def _only_consumer(layer):
-    """The one layer that takes `layer`'s only output, or None (shared, branching, last)."""
-    if len(layer._inbound_nodes) != 1 or len(layer._outbound_nodes) != 1:
-        return None
-    return layer._outbound_nodes[0].operation
-
-
-def _is_plain_relu(layer):
-    if isinstance(layer, keras.layers.ReLU):
-        return layer.max_value is None and not layer.negative_slope and not layer.threshold
-    return isinstance(layer, keras.layers.Activation) and layer.activation is keras.activations.relu
-
-
-def relu_after(layer):
-    """`(scale, shift)` per filter if `layer`'s output goes through a ReLU, else None.
-
-    The ReLU sees ``scale * y + shift`` of the pre-activation ``y``: the layer's own
-    ReLU or a ReLU layer after it (1, 0), or a BatchNormalization in inference (moving
-    statistics) followed by a ReLU layer, each the only consumer of what comes before.
-    """
-    activation = getattr(layer, "activation", None)
-    if activation is keras.activations.relu:
-        return np.ones(layer.filters), np.zeros(layer.filters)
-    if activation is not keras.activations.linear:
-        return None
-    norm = _only_consumer(layer)
-    if _is_plain_relu(norm):
-        return np.ones(layer.filters), np.zeros(layer.filters)
-    channel_axis = -1 if layer.data_format == "channels_last" else 1
-    rank = len(layer.kernel_size) + 2
-    if not isinstance(norm, keras.layers.BatchNormalization) or norm.axis % rank != channel_axis % rank:
-        return None
-    if not _is_plain_relu(_only_consumer(norm)):
-        return None
-    scale = 1.0 / np.sqrt(keras.ops.convert_to_numpy(norm.moving_variance).astype(np.float64) + norm.epsilon)
-    if norm.scale:
-        scale = scale * keras.ops.convert_to_numpy(norm.gamma).astype(np.float64)
-    shift = -keras.ops.convert_to_numpy(norm.moving_mean).astype(np.float64) * scale
-    if norm.center:
-        shift = shift + keras.ops.convert_to_numpy(norm.beta).astype(np.float64)
-    return scale, shift
 
 
 def channel_blocks(model, layers, data, batch_size=32, verbose=False):
@@ -250,8 +210,8 @@ def reconstruct(
         verbose: a progress bar on stderr.
     """
     samples = _calibrate.num_samples(data)
-    relus = {id(old): relu_after(old) if relu_rounds else None for _, old, _ in targets}
-    passes = sum(1 + (relu_rounds + 1 if relus[id(old)] is not None else 0) for _, old, _ in targets)
+    relus = _relu.relu_inputs(model, [old for _, old, _ in targets]) if relu_rounds else {}
+    passes = sum(1 + (relu_rounds + 1 if relus.get(id(old)) is not None else 0) for _, old, _ in targets)
     fits = {}
     with progress_bar(verbose) as bar:
         task = bar.add_task("calibration: reconstruction", total=_steps(data, batch_size, passes))
@@ -277,7 +237,7 @@ def reconstruct(
                 d, p, start = wd, wp, "whitened"
             fit = _least_squares.fit_layer(normal, d, p, bias, iterations=iterations, ridge=ridge)
             d, p, bias, after, relu_errors = fit.depthwise, fit.pointwise, fit.bias, min(fit.error_after, before), ()
-            relu = relus[id(old)]
+            relu = relus.get(id(old))
             if relu is not None:
                 d, p, bias, relu_errors, done = _through_relu(
                     model, new_model, old, new, relu, normal, fit, data, batch_size, relu_rounds, iterations, ridge,

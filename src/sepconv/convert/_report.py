@@ -29,9 +29,12 @@ class ConvertedLayer:
     `reconstruction_steps` the error after each least-squares step, starting
     from `reconstruction_start` ("svd", or "whitened" when the data-aware SVD
     was the better start). `reconstruction_relu_errors`: for a layer whose
-    activation is ReLU and with ReLU rounds, the relative error after the
+    output goes through a ReLU, with ReLU rounds, the relative error after the
     ReLU, same inputs, of the pre-activation fit and after each round (the
-    best is kept); empty otherwise.
+    best is kept); empty otherwise. For such a layer
+    `reconstruction_error_after` is the pre-activation error of the weights
+    kept, which may exceed `reconstruction_error_before` (the rounds give up
+    pre-activation accuracy where the ReLU hides it).
     """
 
     name: str
@@ -201,8 +204,9 @@ def render_report(report):
         notes += [
             f"Model output error on the calibration data: {_fraction(report.network_error_before)} (SVD) -> "
             f"{_fraction(report.network_error_after)} (reconstructed). Reconstructed error: each layer before its "
-            "activation, fed the converted network's inputs; Output error: each layer alone on the original "
-            "network's inputs (a reconstructed layer also corrects its predecessors' errors, so it can be large)."
+            "activation, fed the converted network's inputs (after ReLU rounds it may rise: they fit what "
+            "passes the ReLU); Output error: each layer alone on the original network's inputs (a reconstructed "
+            "layer also corrects its predecessors' errors, so it can be large)."
         ]
         notes += [
             f"{row.name}: error after its ReLU "
