@@ -23,3 +23,8 @@ python "$HERE/measure.py" runs/compare-fast/resnet10/best.keras --out "$HERE/res
 #   python "$HERE/measure.py" runs/tutorial-full/vgg/final.keras --out "$HERE/vgg-full-lr1e-3" --ranks 1 --learning-rate 1e-3
 # Rank 4 with twice the calibration images
 #   python "$HERE/measure.py" runs/tutorial-full/vgg/final.keras --out "$HERE/vgg-full-cal2048" --ranks 4 --calibration-size 2048
+# The measurements above predate the ReLU rounds (they fitted pre-activations only): to repeat them, add --relu-rounds 0.
+# 5. The goal measurement again with the ReLU rounds (the default, 2), commit bf37606 (the 30-minute budget run shared the CPU):
+#   python "$HERE/measure.py" runs/tutorial-full/vgg/final.keras --out "$HERE/vgg-full-relu2" --ranks 4 2 1
+# 6. resnet10 with the ReLU rounds (conv-BN-ReLU layers), commit 21628d8:
+#   python "$HERE/measure.py" runs/compare-fast/resnet10/best.keras --out "$HERE/resnet10-fast-relu2" --ranks 1 2 4
