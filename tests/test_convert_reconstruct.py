@@ -272,6 +272,18 @@ def test_a_relu_round_through_a_batch_norm_keeps_the_original_relu_off_where_it_
     assert np.linalg.norm(got - theta[:-1]) <= 1e-3 * np.linalg.norm(theta[:-1])
 
 
+def test_relu_rounds_refit_the_same_without_the_kept_inputs(monkeypatch, rng):
+    from sepconv.convert import _reconstruct
+
+    model = batch_norm_relu_model(rng)
+    x = rng.normal(size=(12, 6, 6, 3)).astype("float32")
+    kept, _ = convert(model, rank=1, calibration=x, reconstruct=True, iterations=1)
+    monkeypatch.setattr(_reconstruct, "KEPT_BYTES", 0)  # every pass runs both models again
+    rerun, _ = convert(model, rank=1, calibration=x, reconstruct=True, iterations=1)
+    for a, b in zip(kept.get_weights(), rerun.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def relu_input_of(model, name):
     from sepconv.convert._relu import relu_inputs
 
