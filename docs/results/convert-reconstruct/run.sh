@@ -26,7 +26,7 @@ python "$HERE/measure.py" runs/compare-fast/resnet10/best.keras --out "$HERE/res
 # The measurements above predate the ReLU rounds (they fitted pre-activations only): to repeat them, add --relu-rounds 0.
 # 5. The goal measurement again with the ReLU rounds (the default, 2), commit bf37606 (the 30-minute budget run shared the CPU):
 #   python "$HERE/measure.py" runs/tutorial-full/vgg/final.keras --out "$HERE/vgg-full-relu2" --ranks 4 2 1
-# 6. resnet10 with the ReLU rounds (conv-BN-ReLU layers): not measured yet
+# 6. resnet10 with the ReLU rounds (conv-BN-ReLU layers), commit a66ac64 (CPU shared with a CI run):
 #   python "$HERE/measure.py" runs/compare-fast/resnet10/best.keras --out "$HERE/resnet10-fast-relu2" --ranks 1 2 4
 # 7. The distillation step chosen on 5,000 held-out training images (no test set), then measured once on test (commit 4aa5c3f):
 #   python "$HERE/select_lr.py" runs/tutorial-full/vgg/final.keras --rank 2 --out "$HERE/vgg-full-relu2"
