@@ -213,6 +213,10 @@ def test_errors_are_one_line_with_exit_code_2(saved, tmp_path, capsys):
             "--temperature must be a number in (0, inf). Received: --temperature=0.0",
         ),
         (
+            [path, out_path, "--finetune-epochs", "1", "--data", "d", "--schedule", "cos"],
+            "argument --schedule: invalid choice: 'cos' (choose from 'constant', 'cosine')",
+        ),
+        (
             [path, out_path, "--calibration-data", str(tmp_path / "x.npy")],
             f"No such calibration file. Received: --calibration-data={tmp_path / 'x.npy'}",
         ),
@@ -261,17 +265,20 @@ def test_finetune_on_cifar10(tmp_path, capsys):
 
     path = str(tmp_path / "vgg.keras")
     create_model("vgg", blocks=((8, 1), (16, 1))).save(path)
-    argv = [path, str(tmp_path / "o.keras"), "--rank", "2", "--finetune-epochs", "1", "--data", data, "--json"]
+    argv = [path, str(tmp_path / "o.keras"), "--rank", "2", "--finetune-epochs", "1", "--data", data, "--json",
+            "--schedule", "cosine"]  # fmt: skip
     code, out, _ = run([*argv, "--train-size", "500", "--calibration-data", data, "--calibration-size", "16"], capsys)
     assert code == 0
     result = json.loads(out)
     assert result["report"]["calibration"] == "16 samples given"
     tuned = result["finetune"]
-    assert tuned["train_images"] == 500 and len(tuned["history"]["loss"]) == 1
+    assert tuned["train_images"] == 500 and len(tuned["history"]["loss"]) == 1 and tuned["schedule"] == "cosine"
     assert 0 <= tuned["accuracy"]["finetuned"] <= 1
 
 
 def test_cli_defaults_are_the_functions():
-    from sepconv.cli._convert import RELU_ROUNDS
+    from sepconv.cli._convert import RELU_ROUNDS, SCHEDULES
+    from sepconv.convert._finetune import SCHEDULES as FINETUNE_SCHEDULES
 
     assert RELU_ROUNDS == inspect.signature(convert).parameters["relu_rounds"].default
+    assert SCHEDULES == FINETUNE_SCHEDULES

@@ -1,13 +1,15 @@
 """The distillation step size chosen on held-out training images, not on the test set.
 
-    KERAS_BACKEND=tensorflow python select_lr.py IN.keras --rank 2 --out DIR [--learning-rates 1e-4 3e-4 1e-3]
+    KERAS_BACKEND=tensorflow python select_lr.py IN.keras --rank 2 --out DIR [--learning-rates 1e-4 3e-4 1e-3] \
+        [--schedule constant|cosine]
 
 Converts IN at `--rank` with reconstruction (1,024 calibration training images, the
 defaults of `convert`), then, from those same weights for each step size, distills one
-epoch (Adam, temperature 4, no labels, crop+flip) over the 45,000 training images left
-after holding out 5,000 (stratified, seed 0), and measures the student's accuracy on
-the held-out 5,000. The test set is not read. Writes DIR/select-rank-R.json and prints
-the step size with the best held-out accuracy.
+epoch (Adam, its step constant or decayed to 0 on a cosine, temperature 4, no labels,
+crop+flip) over the 45,000 training images left after holding out 5,000 (stratified,
+seed 0), and measures the student's accuracy on the held-out 5,000. The test set is
+not read. Writes DIR/select-rank-R.json (select-rank-R-cosine.json with the cosine)
+and prints the step size with the best held-out accuracy.
 """
 
 import argparse
@@ -20,7 +22,7 @@ import keras
 from sepconv import _provenance
 from sepconv._atomic import write_text
 from sepconv.convert import cifar10_calibration, convert, finetune
-from sepconv.convert._finetune import cifar10_image_format
+from sepconv.convert._finetune import SCHEDULES, cifar10_image_format
 from sepconv.data import Batches, load_cifar10, make_splits
 
 
@@ -30,6 +32,7 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--rank", type=int, required=True)
     parser.add_argument("--learning-rates", nargs="+", type=float, default=[1e-4, 3e-4, 1e-3])
+    parser.add_argument("--schedule", choices=SCHEDULES, default="constant")
     args = parser.parse_args()
     source = os.environ["SEPCONV_DATA"]
     os.makedirs(args.out, exist_ok=True)
@@ -42,19 +45,23 @@ def main():
     start = time.perf_counter()
     student, report = convert(model, rank=args.rank, calibration=calibration, reconstruct=True)
     reconstructed = student.get_weights()
-    record = {"input": args.input, "rank": args.rank, "reconstruction_seconds": time.perf_counter() - start,
-              "train_images": len(splits.y_train), "held_out": splits.validation, "runs": [],
+    record = {"input": args.input, "rank": args.rank, "schedule": args.schedule,
+              "reconstruction_seconds": time.perf_counter() - start, "train_images": len(splits.y_train),
+              "held_out": splits.validation, "runs": [],
               "environment": _provenance.environment(), "reconstruction": report.reconstruction}  # fmt: skip
     for learning_rate in args.learning_rates:
         student.set_weights(reconstructed)
         start = time.perf_counter()
-        history = finetune(student, train, held_out, epochs=1, learning_rate=learning_rate, teacher=model, verbose=0)
+        history = finetune(student, train, held_out, epochs=1, learning_rate=learning_rate, teacher=model, verbose=0,
+                           schedule=args.schedule)  # fmt: skip
         run = {"learning_rate": learning_rate, "held_out_accuracy": float(history["val_accuracy"][-1]),
                "seconds": time.perf_counter() - start}  # fmt: skip
         record["runs"].append(run)
-        print(f"rank {args.rank} lr {learning_rate:g}: held-out accuracy {run['held_out_accuracy']:.4f}", flush=True)
+        accuracy = run["held_out_accuracy"]
+        print(f"rank {args.rank} lr {learning_rate:g} {args.schedule}: held-out accuracy {accuracy:.4f}", flush=True)
     record["chosen"] = max(record["runs"], key=lambda r: r["held_out_accuracy"])["learning_rate"]
-    write_text(os.path.join(args.out, f"select-rank-{args.rank}.json"), json.dumps(record, indent=2) + "\n")
+    suffix = "" if args.schedule == "constant" else f"-{args.schedule}"
+    write_text(os.path.join(args.out, f"select-rank-{args.rank}{suffix}.json"), json.dumps(record, indent=2) + "\n")
     print(f"chosen: {record['chosen']:g}")
 
 

@@ -21,6 +21,7 @@ from sepconv.cli import _args
 _fraction = _options.in_range(low=0.0, high=1.0, low_open=True)
 MEASURE_SAMPLES, RECONSTRUCT_SAMPLES = 64, 1024  # default --calibration-size
 RELU_ROUNDS = 2  # default --relu-rounds: convert()'s (sepconv.convert is imported lazily)
+SCHEDULES = ("constant", "cosine")  # finetune()'s
 _positive_number = _options.in_range(low=0.0, low_open=True)
 
 
@@ -127,6 +128,12 @@ def add_parser(subparsers):
         help="fine-tuning Adam step (default 1e-4)",
     )
     parser.add_argument(
+        "--schedule",
+        default="constant",
+        choices=SCHEDULES,
+        help="fine-tuning step: constant, or decayed to 0 on a cosine over all epochs (default constant)",
+    )
+    parser.add_argument(
         "--temperature",
         default=4.0,
         type=_float_flag("--temperature", _positive_number),
@@ -223,6 +230,7 @@ def run(args):
             train_size=args.train_size,
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
+            schedule=args.schedule,
             from_logits=args.from_logits,
             verbose=0 if args.json else "auto",
             temperature=args.temperature,

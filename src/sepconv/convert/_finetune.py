@@ -3,7 +3,8 @@
 Truncated ranks lose some of what the convolution computed; a short
 fine-tune recovers much of it (Guo et al. 2018, arXiv:1808.05517, Sec. 4,
 fine-tune the decoupled networks briefly). This is the smallest loop that
-does it: Adam, accuracy, and as the loss either the labels' cross-entropy or
+does it: Adam (its step constant, or decayed to zero on a cosine over the
+whole fine-tune), accuracy, and as the loss either the labels' cross-entropy or
 knowledge distillation from the original network (Hinton, Vinyals & Dean,
 "Distilling the Knowledge in a Neural Network", 2015, arXiv:1503.02531):
 
@@ -31,8 +32,9 @@ import keras
 
 from sepconv import _validation
 
-__all__ = ["cifar10_calibration", "distillation_loss", "finetune", "finetune_on_cifar10"]
+__all__ = ["SCHEDULES", "cifar10_calibration", "distillation_loss", "finetune", "finetune_on_cifar10"]
 
+SCHEDULES = ("constant", "cosine")
 _EPSILON = 1e-7  # probabilities are clipped to [eps, 1] before the logarithm
 
 
@@ -99,8 +101,28 @@ class _Distilled(keras.Model):
         return keras.ops.concatenate([self.student(inputs, training=training), target], axis=-1)
 
 
+def _optimizer(learning_rate, schedule, steps):
+    """Adam at `learning_rate`, constant or decayed to 0 on a cosine over `steps` updates."""
+    if schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps, alpha=0.0)
+    return keras.optimizers.Adam(learning_rate)
+
+
+def _steps(train, epochs, schedule):
+    if schedule == "constant":
+        return None
+    try:
+        return epochs * len(train)
+    except TypeError:
+        raise ValueError(
+            f"schedule='{schedule}' needs `train` with a length (its batches per epoch). "
+            f"Received: train of type {type(train).__name__}"
+        ) from None
+
+
 def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, from_logits=False, verbose="auto",
-             teacher=None, temperature=4.0, label_weight=0.0, freeze_batch_norm=True):  # fmt: skip
+             teacher=None, temperature=4.0, label_weight=0.0, freeze_batch_norm=True,
+             schedule="constant"):  # fmt: skip
     """Trains `model` in place and returns the `fit` history as a dict.
 
     Args:
@@ -121,6 +143,9 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
             teacher's outputs only; 1: labels only, as without a teacher).
         freeze_batch_norm: keep `model`'s BatchNormalization layers in
             inference mode, statistics and scales unchanged.
+        schedule: one of `SCHEDULES`: "constant" keeps `learning_rate`;
+            "cosine" decays it to 0 over all `epochs` (`train` must have
+            a length).
 
     Returns:
         `{metric: [value per epoch]}` (`loss`, `accuracy`, and `val_*`).
@@ -129,12 +154,14 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
     _validation.number(learning_rate, "learning_rate", low=0.0, low_open=True)
     temperature = _validation.number(temperature, "temperature", low=0.0, low_open=True)
     label_weight = _validation.number(label_weight, "label_weight", low=0.0, high=1.0)
+    schedule = _validation.choice(schedule, SCHEDULES, "schedule")
+    optimizer = _optimizer(learning_rate, schedule, _steps(train, epochs, schedule))
     with _frozen_batch_norm(model, _validation.boolean(freeze_batch_norm, "freeze_batch_norm")):
-        return _fit(model, train, validation, epochs, learning_rate, from_logits, verbose, teacher, temperature,
+        return _fit(model, train, validation, epochs, optimizer, from_logits, verbose, teacher, temperature,
                     label_weight)  # fmt: skip
 
 
-def _fit(model, train, validation, epochs, learning_rate, from_logits, verbose, teacher, temperature, label_weight):
+def _fit(model, train, validation, epochs, optimizer, from_logits, verbose, teacher, temperature, label_weight):
     if teacher is not None and label_weight < 1:
         classes = int(model.outputs[0].shape[-1])
         trainable = [(layer, layer.trainable) for layer in teacher._flatten_layers(include_self=True)]
@@ -142,7 +169,7 @@ def _fit(model, train, validation, epochs, learning_rate, from_logits, verbose, 
         try:
             combined = _Distilled(model, teacher)
             combined.compile(
-                optimizer=keras.optimizers.Adam(learning_rate),
+                optimizer=optimizer,
                 loss=distillation_loss(classes, temperature, label_weight, bool(from_logits)),
                 metrics=[_student_accuracy(classes)],
             )
@@ -152,7 +179,7 @@ def _fit(model, train, validation, epochs, learning_rate, from_logits, verbose, 
                 layer.trainable = flag
         return history.history
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=bool(from_logits)),
         metrics=["accuracy"],
     )
@@ -197,18 +224,18 @@ def _accuracy(model, data, from_logits):
 
 def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, batch_size=128, learning_rate=1e-4,
                         from_logits=False, verbose="auto", temperature=4.0, label_weight=0.0,
-                        freeze_batch_norm=True):  # fmt: skip
+                        freeze_batch_norm=True, schedule="constant"):  # fmt: skip
     """Fine-tunes a converted `model` in place on CIFAR-10 and reports test accuracies.
 
     Trains on `train_size` stratified training images (all by default) with crop+flip
     augmentation, seed 0, distilling from `original` (`temperature`, `label_weight`: see
-    `finetune`; `label_weight=1` trains on labels only), and measures the test accuracy of
+    `finetune`; `label_weight=1` trains on labels only; `schedule`: see `finetune`), and measures the test accuracy of
     `original`, of `model` before and after. `source` is a CIFAR-10 copy as
     `sepconv.data.load_cifar10` takes it.
 
     Returns:
         A JSON-ready dict: epochs, train_images, validation, learning_rate,
-        temperature, label_weight, seconds (of training), accuracy {original,
+        schedule, temperature, label_weight, seconds (of training), accuracy {original,
         converted, finetuned} and the per-epoch history.
     """
     import time
@@ -227,6 +254,7 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
     history = finetune(
         model, train, val, epochs=epochs, learning_rate=learning_rate, from_logits=from_logits, verbose=verbose,
         teacher=original, temperature=temperature, label_weight=label_weight, freeze_batch_norm=freeze_batch_norm,
+        schedule=schedule,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     accuracy["finetuned"] = float(history["val_accuracy"][-1])  # the student's, also when distilling
@@ -235,6 +263,7 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
         "train_images": len(splits.y_train),
         "validation": splits.validation,
         "learning_rate": learning_rate,
+        "schedule": schedule,
         "temperature": temperature,
         "label_weight": label_weight,
         "freeze_batch_norm": freeze_batch_norm,
