@@ -277,11 +277,15 @@ def test_relu_rounds_refit_the_same_without_the_kept_inputs(monkeypatch, rng):
 
     model = batch_norm_relu_model(rng)
     x = rng.normal(size=(12, 6, 6, 3)).astype("float32")
-    kept, _ = convert(model, rank=1, calibration=x, reconstruct=True, iterations=1)
+    kept, kept_report = convert(model, rank=1, calibration=x, reconstruct=True, iterations=1)
     monkeypatch.setattr(_reconstruct, "KEPT_BYTES", 0)  # every pass runs both models again
-    rerun, _ = convert(model, rank=1, calibration=x, reconstruct=True, iterations=1)
+    rerun, rerun_report = convert(model, rank=1, calibration=x, reconstruct=True, iterations=1)
     for a, b in zip(kept.get_weights(), rerun.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert [row.reconstruction_passes for row in kept_report.layers] == [1] * len(kept_report.layers)
+    # the first pass, then one per round and one to measure the last: 2 rounds by default
+    rounds = [len(row.reconstruction_relu_errors) for row in rerun_report.layers]
+    assert 3 in rounds and [row.reconstruction_passes for row in rerun_report.layers] == [1 + r for r in rounds]
 
 
 def relu_input_of(model, name):

@@ -15,7 +15,6 @@ report and the environment. The CLI does the same conversion and fine-tune:
 
 import argparse
 import json
-import math
 import os
 import time
 
@@ -25,7 +24,6 @@ from sepconv import _provenance
 from sepconv._atomic import write_text
 from sepconv.convert import cifar10_calibration, convert, finetune_on_cifar10
 from sepconv.convert._finetune import SCHEDULES, cifar10_image_format
-from sepconv.convert._reconstruct import KEPT_BYTES
 from sepconv.data import Batches, load_cifar10
 
 
@@ -65,12 +63,9 @@ def main():
         new_model, report = convert(model, rank=rank, calibration=calibration, reconstruct=True,
                                     iterations=args.iterations, relu_rounds=args.relu_rounds)  # fmt: skip
         seconds = time.perf_counter() - start
-        # One pass of both networks per layer; the ReLU rounds' passes run them again only
-        # where the layer's inputs exceed what is kept between passes (`KEPT_BYTES`).
-        passes = len(report.layers) + sum(
-            len(row.reconstruction_relu_errors) for row in report.layers
-            if 2 * args.calibration_size * math.prod(model.get_layer(row.name).input.shape[1:]) * 4 > KEPT_BYTES
-        )
+        # The ReLU rounds' passes run both networks again only where the layer's inputs
+        # exceed what is kept between passes (`KEPT_BYTES`).
+        passes = sum(row.reconstruction_passes for row in report.layers)
         row["reconstruction"] = {
             "seconds": seconds,
             # one forward pass of each model per pass, and one of the original to measure errors

@@ -14,7 +14,6 @@ from sepconv.convert import (
     _least_squares,
     _ranks,
     _reconstruct,
-    _relu,
     _rewrite,
     _targets,
 )
@@ -177,13 +176,16 @@ def _row(candidate, rank, requested_rank, output_error, fit=None):
         reconstruction_steps=() if fit is None else fit.steps,
         reconstruction_start=None if fit is None else fit.start,
         reconstruction_relu_errors=() if fit is None else fit.relu_errors,
+        reconstruction_passes=0 if fit is None else fit.passes,
     )
 
 
-def _relu_note(model, candidates, relu_rounds):
-    relu = sum(r is not None for r in _relu.relu_inputs(model, [c.layer for c in candidates]).values())
-    if not relu_rounds or not relu:
-        return "no ReLU rounds" + ("" if relu else " (no converted layer's output goes through a ReLU)")
+def _relu_note(fits, relu_rounds):
+    if not relu_rounds:
+        return "no ReLU rounds (relu_rounds=0)"
+    relu = sum(bool(fit.relu_errors) for fit in fits.values())
+    if not relu:
+        return "no ReLU rounds (no converted layer's output goes through a ReLU)"
     return f"then {relu_rounds} round(s) through the ReLU on the {relu} layer(s) whose output goes through one"
 
 
@@ -330,7 +332,7 @@ def convert(
         largest = max(candidates, key=lambda c: fits[id(c.layer)].nbytes)
         reconstruction = (
             f"alternating least squares on the pre-activation outputs, {iterations} iteration(s), "
-            f"{_relu_note(model, candidates, relu_rounds)}, ridge {ridge:g}, {calibration_note}, "
+            f"{_relu_note(fits, relu_rounds)}, ridge {ridge:g}, {calibration_note}, "
             f"batches of {calibration_batch_size}; the largest layer "
             f"'{largest.path}' held {fits[id(largest.layer)].nbytes / 2**20:.1f} MiB of normal equations"
         )

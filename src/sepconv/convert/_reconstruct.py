@@ -56,6 +56,7 @@ class LayerFit:
     positions: int  # rows of the least squares: output positions x calls x samples
     nbytes: int  # memory of the normal equations
     relu_errors: tuple = ()  # after the ReLU: the pre-activation fit's, then each ReLU round's
+    passes: int = 1  # passes over the calibration data that ran both networks (kept inputs need none)
 
 
 def _batches(data, batch_size):
@@ -120,9 +121,11 @@ class _LayerInputs:
     def __init__(self, model, new_model, old, new, data, batch_size):
         self._models, self._layers, self._data, self._batch_size = (model, new_model), (old, new), data, batch_size
         self._kept = None
+        self.passes = 0  # runs of both models over the data
 
     def _run(self):
         (model, new_model), (old, new) = self._models, self._layers
+        self.passes += 1
         for batch in _batches(self._data, self._batch_size):
             with _calibrate._recording([old], {}) as original:
                 model(batch, training=False)
@@ -288,5 +291,6 @@ def reconstruct(
                 positions=normal.rows,
                 nbytes=normal.nbytes,
                 relu_errors=relu_errors,
+                passes=inputs.passes,
             )
     return fits

@@ -34,7 +34,10 @@ class ConvertedLayer:
     best is kept); empty otherwise. For such a layer
     `reconstruction_error_after` is the pre-activation error of the weights
     kept, which may exceed `reconstruction_error_before` (the rounds give up
-    pre-activation accuracy where the ReLU hides it).
+    pre-activation accuracy where the ReLU hides it). `reconstruction_passes`:
+    the passes over the calibration data that ran both networks for the layer
+    (the ReLU rounds reuse the first pass's inputs while they fit in
+    `KEPT_BYTES`); 0 when not reconstructed.
     """
 
     name: str
@@ -56,6 +59,7 @@ class ConvertedLayer:
     reconstruction_steps: tuple = ()
     reconstruction_start: str | None = None
     reconstruction_relu_errors: tuple = ()
+    reconstruction_passes: int = 0
 
     @property
     def kernel_error(self):
