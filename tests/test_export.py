@@ -381,10 +381,10 @@ def test_cli_exports_checks_and_reports(model, tmp_path, capsys):
         (["MODEL", "out.onnx", "--quantize", "int4"],
          "sepconv export: error: --quantize must be one of 'none', 'int8'. Did you mean 'int8'? Received: --quantize='int4'"),
         (["MODEL", "out.tflite", "--quantize", "int8", "--int16-activations", "2"],
-         "sepconv export: error: --int16-activations needs an .onnx OUT: LiteRT's converter calibrates min-max with "
-         "8-bit activations only. Received: --int16-activations=2, OUT=out.tflite"),
+         "sepconv export: error: --int16-activations other than the default needs an .onnx file: LiteRT's converter "
+         "calibrates min-max with 8-bit activations only. Received: --int16-activations=2"),
         (["MODEL", "out.onnx", "--calibration-method", "percentile"],
-         "sepconv export: error: --calibration-method is used only with --quantize int8. Received: "
+         "sepconv export: error: --calibration-method is used only with --quantize=int8. Received: "
          "--calibration-method=percentile"),
     ],
 )  # fmt: skip

@@ -111,17 +111,9 @@ def _calibration(options, model):
                      "Received: --quantize=int8")  # fmt: skip
 
 
-def _check_onnx_int8_flags(options, output):
-    """The ONNX-only int8 flags, refused before any work where they would not apply."""
-    given = {"--calibration-method": options.calibration_method != "minmax",
-             "--int16-activations": options.int16_activations != 0}  # fmt: skip
-    for flag, changed in given.items():
-        value = getattr(options, flag[2:].replace("-", "_"))
-        if changed and options.quantize != "int8":
-            raise ValueError(f"{flag} is used only with --quantize int8. Received: {flag}={value}")
-        if changed and not output.lower().endswith(".onnx"):
-            raise ValueError(f"{flag} needs an .onnx OUT: LiteRT's converter calibrates min-max with 8-bit "
-                             f"activations only. Received: {flag}={value}, OUT={output}")  # fmt: skip
+def _flag_spelling(name, value=None):
+    flag = "--" + name.replace("_", "-")
+    return flag if value is None else f"{flag}={value}"
 
 
 def _finetune(options, model, calibration, quiet):
@@ -171,10 +163,13 @@ def _check_inputs(options, model, calibration):
 
 def run(args):
     from sepconv.export import check_export, export_model, format_of
+    from sepconv.export._export import int8_options
 
     options = ExportOptions(**_args.options_from_args(args, ExportOptions))
     format_of(args.output, "OUT")
-    _check_onnx_int8_flags(options, args.output)
+    # refused before any work: the same check `export_model` makes, in the flags' words
+    int8_options(format_of(args.output), options.quantize, options.calibration_method, options.percentile,
+                 options.int16_activations, spell=_flag_spelling)  # fmt: skip
     model = _args.load_model(args.model, unsafe=args.unsafe)
     calibration = _calibration(options, model)
     exported, simulation, qat = _finetune(options, model, calibration, quiet=args.json)

@@ -43,7 +43,7 @@ def export_model(model, path, *, quantize="none", calibration=None, fold=True, c
         MissingPackageError: an exporter or runtime package is missing (an ImportError).
     """
     _validation.choice(quantize, _formats.QUANTIZATIONS, "quantize")
-    int8_options = _int8_options(_formats.format_of(path), quantize, calibration_method, percentile, int16_activations)
+    settings = int8_options(_formats.format_of(path), quantize, calibration_method, percentile, int16_activations)
     fmt = _formats.check_request(path, quantize)
     _validation.boolean(fold, "fold")
     if quantize == "int8":
@@ -62,7 +62,7 @@ def export_model(model, path, *, quantize="none", calibration=None, fold=True, c
     zeros = [np.zeros((1, *t.shape[1:]), t.dtype) for t in folded.inputs]
     folded(zeros[0] if len(zeros) == 1 else zeros, training=False)
     if fmt == "onnx":
-        _writers.write_onnx(folded, path, calibration, **int8_options)
+        _writers.write_onnx(folded, path, calibration, **settings)
     else:
         _writers.write_litert(folded, path, calibration)
     return {
@@ -72,24 +72,35 @@ def export_model(model, path, *, quantize="none", calibration=None, fold=True, c
         "quantize": quantize,
         "batch_norm": counts,
         "calibration_images": None if calibration is None else len(calibration),
-        **({"int8": int8_options} if quantize == "int8" else {}),
+        **({"int8": settings} if quantize == "int8" else {}),
         "bytes": os.path.getsize(path),
         "ops": dict(sorted(_runtime.open_runtime(path).ops().items())),
     }
 
 
-def _int8_options(fmt, quantize, calibration_method, percentile, int16_activations):
-    """The ONNX quantizer's settings, checked: percentile and 16-bit activations are ONNX-only."""
-    _validation.choice(calibration_method, _writers.CALIBRATION_METHODS, "calibration_method")
-    _validation.number(percentile, "percentile", low=50, high=100, low_open=True)
-    _validation.non_negative_int(int16_activations, "int16_activations")
+def _python_spelling(name, value=None):
+    return name if value is None else f"{name}={value!r}"
+
+
+def int8_options(fmt, quantize, calibration_method, percentile, int16_activations, spell=_python_spelling):
+    """The ONNX quantizer's settings, checked: percentile and 16-bit activations are ONNX-only.
+
+    `spell(name)` and `spell(name, value)` write an argument in the errors: Python's
+    `name=value` by default; the CLI passes its flags' spelling.
+    """
+    _writers.check_range_method(calibration_method, percentile, spell("calibration_method"), spell("percentile"))
+    _validation.non_negative_int(int16_activations, spell("int16_activations"))
     changed = {"calibration_method": calibration_method != "minmax", "int16_activations": int16_activations != 0}
     for name, value in (("calibration_method", calibration_method), ("int16_activations", int16_activations)):
         if changed[name] and quantize != "int8":
-            raise ValueError(f"{name} is used only with quantize='int8'. Received: {name}={value!r}")
+            raise ValueError(
+                f"{spell(name)} is used only with {spell('quantize', 'int8')}. Received: {spell(name, value)}"
+            )
         if changed[name] and fmt != "onnx":
-            raise ValueError(f"{name} other than the default needs an .onnx file: LiteRT's converter calibrates "
-                             f"min-max with 8-bit activations only. Received: {name}={value!r}")  # fmt: skip
+            raise ValueError(
+                f"{spell(name)} other than the default needs an .onnx file: LiteRT's converter calibrates "
+                f"min-max with 8-bit activations only. Received: {spell(name, value)}"
+            )
     options = {"calibration_method": calibration_method, "int16_activations": int16_activations}
     if calibration_method == "percentile":
         options["percentile"] = percentile

@@ -34,7 +34,7 @@ from keras import ops
 
 from sepconv import _validation, kernels
 from sepconv.export._folding import fold_batch_norm
-from sepconv.export._writers import CALIBRATION_METHODS, PERCENTILE, check_calibration
+from sepconv.export._writers import PERCENTILE, check_calibration, check_range_method
 from sepconv.layers import BaseDepthwiseSeparableConv
 
 WEIGHT_LEVELS = 127  # signed int8, symmetric: [-127, 127] (ONNX Runtime, TFLite)
@@ -71,8 +71,7 @@ def finetune_for_int8(model, images, calibration, *, epochs=1, learning_rate=1e-
     _validation.positive_int(epochs, "epochs")
     _validation.number(learning_rate, "learning_rate", low=0, low_open=True)
     _validation.positive_int(batch_size, "batch_size")
-    _validation.choice(calibration_method, CALIBRATION_METHODS, "calibration_method")
-    _validation.number(percentile, "percentile", low=50, high=100, low_open=True)
+    check_range_method(calibration_method, percentile)
     simulation = SimulatedInt8(model, int16_activations=int16_activations)
     simulation.calibrate(calibration, method=calibration_method, percentile=percentile)
     teacher = model.predict(images, batch_size=256, verbose=0)
@@ -302,8 +301,7 @@ class SimulatedInt8:
         the `percentile` of the absolute values over all of `images`, read from a
         histogram of `HISTOGRAM_BINS` bins on [0, max |x|] as ONNX Runtime reads it.
         """
-        _validation.choice(method, CALIBRATION_METHODS, "method")
-        _validation.number(percentile, "percentile", low=50, high=100, low_open=True)
+        check_range_method(method, percentile, name="method")
         self.set_enabled(False)
         low = np.full(len(self.quantizers), np.inf)
         high = np.full(len(self.quantizers), -np.inf)

@@ -38,7 +38,7 @@ import tempfile
 
 import numpy as np
 
-from sepconv import kernels
+from sepconv import _validation, kernels
 from sepconv._atomic import atomic_path
 from sepconv.export import _runtime
 
@@ -187,6 +187,12 @@ def write_litert(model, path, calibration=None):
         }
     with atomic_path(path, suffix=".tflite") as temp:
         _export(model, temp, "litert", **options)
+
+
+def check_range_method(method, percentile, name="calibration_method", percentile_name="percentile"):
+    """How int8 activation ranges are read: one of `CALIBRATION_METHODS`, a percentile in (50, 100]."""
+    _validation.choice(method, CALIBRATION_METHODS, name)
+    _validation.number(percentile, percentile_name, low=50, high=100, low_open=True)
 
 
 def check_calibration(calibration, model, name="calibration"):
