@@ -31,29 +31,46 @@ def _keras_composite(x, gamma, beta, axis):
 
 
 @pytest.mark.parametrize("shape, axis", [((4, 5, 6, 3), -1), ((4, 3, 5, 6), 1), ((6, 4), -1), ((3, 4, 5, 6, 2), -1)])
-def test_fused_training_step_matches_numpy_and_keras_gradients(shape, axis, rng):
+@pytest.mark.parametrize("relu", [False, True])
+def test_fused_training_step_matches_numpy_and_keras_gradients(shape, axis, relu, rng):
     channels = shape[axis]
     x = (rng.standard_normal(shape) * 2 + 1).astype("float32")
     gamma = rng.uniform(0.5, 1.5, channels).astype("float32")
     beta = rng.standard_normal(channels).astype("float32")
     tensors = [keras.ops.convert_to_tensor(t) for t in (x, gamma, beta)]
-    fused = kernels.batch_norm_training(*tensors, axis, EPSILON)
+    fused = kernels.batch_norm_training(*tensors, axis, EPSILON, relu=relu)
     if fused is None:  # no fused op for this rank or backend: the layer takes Keras' path
         pytest.skip(f"no fused batch norm for rank {len(shape)} on {keras.backend.backend()}")
-    expected = _numpy_batch_norm(x, gamma, beta, axis)
+    y, mean, variance = _numpy_batch_norm(x, gamma, beta, axis)
+    expected = (np.maximum(y, 0) if relu else y), mean, variance
     for got, want in zip(fused, expected):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want, rtol=1e-4, atol=1e-4)
 
+    def keras_step(*t):
+        y = _keras_composite(*t, axis)
+        return keras.ops.relu(y) if relu else y
+
     g = rng.standard_normal(shape).astype("float32")
-    ours = gradients(lambda *t: kernels.batch_norm_training(*t, axis, EPSILON)[0], [x, gamma, beta], g)
-    theirs = gradients(lambda *t: _keras_composite(*t, axis), [x, gamma, beta], g)
+    ours = gradients(lambda *t: kernels.batch_norm_training(*t, axis, EPSILON, relu=relu)[0], [x, gamma, beta], g)
+    theirs = gradients(keras_step, [x, gamma, beta], g)
     for got, want in zip(ours, theirs):
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
 
 
+def test_fused_relu_step_without_scale_and_offset_matches_keras_gradients(rng):
+    x = (rng.standard_normal((4, 5, 6, 3)) * 2 + 1).astype("float32")
+    if kernels.batch_norm_training(keras.ops.convert_to_tensor(x), None, None, -1, EPSILON, relu=True) is None:
+        pytest.skip(f"no fused batch norm on {keras.backend.backend()}")
+    g = rng.standard_normal(x.shape).astype("float32")
+    (ours,) = gradients(lambda t: kernels.batch_norm_training(t, None, None, -1, EPSILON, relu=True)[0], [x], g)
+    (theirs,) = gradients(lambda t: keras.ops.relu(_keras_composite(t, None, None, -1)), [x], g)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4)
+
+
 @pytest.mark.parametrize("axis, shape", [(-1, (8, 6, 6, 5)), (1, (8, 5, 6, 6)), (-1, (8, 5))])
 @pytest.mark.parametrize("center, scale", [(True, True), (False, False)])
-def test_layer_is_a_drop_in_for_keras(axis, shape, center, scale, rng):
+@pytest.mark.parametrize("relu", [False, True])
+def test_layer_is_a_drop_in_for_keras(axis, shape, center, scale, relu, rng):
     ours = sepconv.layers.BatchNormalization(axis=axis, center=center, scale=scale, momentum=0.9)
     theirs = keras.layers.BatchNormalization(axis=axis, center=center, scale=scale, momentum=0.9)
     ours.build(shape)
@@ -64,9 +81,10 @@ def test_layer_is_a_drop_in_for_keras(axis, shape, center, scale, rng):
     for _ in range(2):
         x = (rng.standard_normal(shape) * 3 - 1).astype("float32")
         for training in (True, False):
+            expected = theirs(x, training=training)
             np.testing.assert_allclose(
-                keras.ops.convert_to_numpy(ours(x, training=training)),
-                keras.ops.convert_to_numpy(theirs(x, training=training)),
+                keras.ops.convert_to_numpy(ours(x, training=training, relu=relu)),
+                keras.ops.convert_to_numpy(keras.ops.relu(expected) if relu else expected),
                 rtol=1e-4,
                 atol=1e-4,
             )

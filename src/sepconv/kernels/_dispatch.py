@@ -375,13 +375,14 @@ def use_batch_norm_implementation(name):
         _batch_norm_setting = previous
 
 
-def batch_norm_training(x, gamma, beta, axis, epsilon):
+def batch_norm_training(x, gamma, beta, axis, epsilon, relu=False):
     """`(normalized x, batch mean, batch variance)` in one fused op, or None without one.
 
     The variance is the biased one, as `keras.ops.moments` computes it; `gamma`/`beta`
-    may be None. None means: compute it as Keras does (`keras.ops.moments`, then
-    `keras.ops.batch_normalization`), which is what JAX wants (XLA fuses those), and
-    what the "keras" setting of `use_batch_norm_implementation` asks for.
+    may be None. `relu`: the first item is `relu(normalized x)` (on PyTorch fused into
+    the op and its gradient). None means: compute it as Keras does (`keras.ops.moments`,
+    then `keras.ops.batch_normalization`), which is what JAX wants (XLA fuses those),
+    and what the "keras" setting of `use_batch_norm_implementation` asks for.
     """
     if get_batch_norm_implementation() == "keras":
         return None
@@ -389,9 +390,10 @@ def batch_norm_training(x, gamma, beta, axis, epsilon):
     if backend == "tensorflow":
         from sepconv.kernels import _tensorflow
 
-        return _tensorflow.batch_norm_training(x, gamma, beta, axis, epsilon)
+        fused = _tensorflow.batch_norm_training(x, gamma, beta, axis, epsilon)
+        return fused if fused is None or not relu else (keras.ops.relu(fused[0]), *fused[1:])
     if backend == "torch":
         from sepconv.kernels import _torch
 
-        return _torch.batch_norm_training(x, gamma, beta, axis, epsilon)
+        return _torch.batch_norm_training(x, gamma, beta, axis, epsilon, relu=relu)
     return None  # JAX: a hand-written two-pass gradient measured no faster than XLA's fusion of Keras' ops

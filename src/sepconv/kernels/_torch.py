@@ -168,14 +168,41 @@ def max_pool(x, pool_size, strides, padding, data_format):
     return y
 
 
-def batch_norm_training(x, gamma, beta, axis, epsilon):
+class _BatchNormReLU(torch.autograd.Function):
+    """`relu(batch_norm(x))` in training, the ReLU applied in place on the normalized tensor.
+
+    The unfused pair writes a second tensor the size of `x` and keeps both for the
+    gradient; here the ReLU's output is the only one kept, its mask read back in the
+    gradient before torch's batch-norm backward kernel.
+    """
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, running_mean, running_var, epsilon):
+        y, mean, invstd = torch.native_batch_norm(x, gamma, beta, running_mean, running_var, True, 1.0, epsilon)
+        y.clamp_(min=0.0)
+        ctx.save_for_backward(x, gamma, mean, invstd, y)
+        ctx.epsilon, ctx.affine = epsilon, (gamma is not None, beta is not None)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, gamma, mean, invstd, y = ctx.saved_tensors
+        grad = torch.ops.aten.threshold_backward(grad, y, 0.0)
+        dx, dgamma, dbeta = torch.ops.aten.native_batch_norm_backward(
+            grad, x, gamma, None, None, mean, invstd, True, ctx.epsilon, [True, *ctx.affine]
+        )
+        return dx, dgamma, dbeta, None, None, None
+
+
+def batch_norm_training(x, gamma, beta, axis, epsilon, relu=False):
     """Training-mode batch normalization with torch's fused kernel, or None.
 
     `torch.nn.functional.batch_norm` computes the statistics and the normalization in
     one kernel (and the gradient in one more), on the tensor's own memory layout: a
     channels_last (N, H, W, C) tensor is handed over as its (N, C, H, W) view, which is
     torch's channels_last format. Returns `(y, mean, variance)` with the biased variance,
-    as `keras.ops.moments` gives it; None where it does not apply.
+    as `keras.ops.moments` gives it; None where it does not apply. `relu`: `y` is
+    `relu(batch_norm(x))`, the ReLU fused in (`_BatchNormReLU`).
     """
     rank = x.dim()
     axis = axis % rank
@@ -190,6 +217,9 @@ def batch_norm_training(x, gamma, beta, axis, epsilon):
     # (Bessel-corrected) variance: the statistics without a second pass.
     mean = torch.zeros(channels, dtype=x.dtype, device=x.device)
     variance = torch.ones(channels, dtype=x.dtype, device=x.device)
-    y = F.batch_norm(view, mean, variance, gamma, beta, training=True, momentum=1.0, eps=epsilon)
+    if relu:
+        y = _BatchNormReLU.apply(view, gamma, beta, mean, variance, epsilon)
+    else:
+        y = F.batch_norm(view, mean, variance, gamma, beta, training=True, momentum=1.0, eps=epsilon)
     variance = variance * ((count - 1) / max(count, 1))
     return (y.permute(0, 2, 3, 1) if axis == 3 else y), mean, variance

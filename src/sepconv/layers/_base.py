@@ -43,6 +43,15 @@ def depthwise_initializer_default():
     return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="uniform")
 
 
+def _normalize_and_activate(x, norm, activation, training):
+    """`activation(norm(x))`; a ReLU is handed to the BatchNormalization, which fuses it where it can."""
+    if norm is not None and activation is keras.activations.relu:
+        return norm(x, training=training, relu=True)
+    if norm is not None:
+        x = norm(x, training=training)
+    return x if activation is None else activation(x)
+
+
 def _normalization(kind, axis, name):
     if kind is None:
         return None
@@ -301,16 +310,9 @@ class BaseDepthwiseSeparableConv(DepthwiseBase):
         x = self._depthwise(inputs)
         if self.depthwise_bias is not None:
             x = kernels.add_bias(x, self.depthwise_bias, self.data_format)
-        if self.depthwise_norm is not None:
-            x = self.depthwise_norm(x, training=training)
-        if self.depthwise_activation is not None:
-            x = self.depthwise_activation(x)
+        x = _normalize_and_activate(x, self.depthwise_norm, self.depthwise_activation, training)
         x = kernels.pointwise_conv(x, self.pointwise_kernel, self.data_format, bias=self.bias)
-        if self.norm is not None:
-            x = self.norm(x, training=training)
-        if self.activation is not None:
-            x = self.activation(x)
-        return x
+        return _normalize_and_activate(x, self.norm, self.activation, training)
 
     def compute_output_shape(self, input_shape):
         shape = list(self._depthwise_output_shape(input_shape))

@@ -7,7 +7,9 @@ FusedBatchNormV3, torch's batch_norm), then updates the moving statistics exactl
 Keras does. Keras' own composite (`moments`, then `batch_normalization`) makes about ten
 passes over memory in training on TensorFlow and PyTorch, more than the depthwise and
 pointwise convolutions around it. Inference, masks, renormalization, synchronized
-statistics and JAX (whose compiler fuses the composite) take Keras' path.
+statistics and JAX (whose compiler fuses the composite) take Keras' path. A ReLU that
+follows can be asked for in the same call (`relu=True`, as `DepthwiseSeparableConv2D`
+does): on PyTorch it is applied in place and its gradient fused with the normalization's.
 """
 
 import keras
@@ -19,16 +21,17 @@ from sepconv import kernels
 class BatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` with a fused training step (see the module docstring)."""
 
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs, training=None, mask=None, relu=False):
+        """`relu=True` returns `relu(batch_norm(inputs))`, fused where the backend allows."""
         if not (training and self.trainable) or mask is not None or self.renorm or self.synchronized:
-            return super().call(inputs, training=training, mask=mask)
+            return self._keras_call(inputs, training, mask, relu)
         compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
         x = keras.ops.cast(inputs, compute_dtype)
         gamma = keras.ops.cast(self.gamma, compute_dtype) if self.scale else None
         beta = keras.ops.cast(self.beta, compute_dtype) if self.center else None
-        fused = kernels.batch_norm_training(x, gamma, beta, self.axis, self.epsilon)
+        fused = kernels.batch_norm_training(x, gamma, beta, self.axis, self.epsilon, relu=relu)
         if fused is None:
-            return super().call(inputs, training=training, mask=mask)
+            return self._keras_call(inputs, training, mask, relu)
         outputs, mean, variance = fused
         momentum = self.momentum
         self.moving_mean.assign(keras.ops.cast(self.moving_mean, compute_dtype) * momentum + mean * (1.0 - momentum))
@@ -36,3 +39,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
             keras.ops.cast(self.moving_variance, compute_dtype) * momentum + variance * (1.0 - momentum)
         )
         return keras.ops.cast(outputs, self.compute_dtype)
+
+    def _keras_call(self, inputs, training, mask, relu):
+        outputs = super().call(inputs, training=training, mask=mask)
+        return keras.ops.relu(outputs) if relu else outputs
