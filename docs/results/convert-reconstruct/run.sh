@@ -33,3 +33,8 @@ python "$HERE/measure.py" runs/compare-fast/resnet10/best.keras --out "$HERE/res
 #   python "$HERE/select_lr.py" runs/tutorial-full/vgg/final.keras --rank 1 --out "$HERE/vgg-full-relu2"
 #   python "$HERE/measure.py" runs/tutorial-full/vgg/final.keras --out "$HERE/vgg-full-relu2-lr3e-4" --ranks 1 --learning-rate 3e-4
 #   python "$HERE/measure.py" runs/tutorial-full/vgg/final.keras --out "$HERE/vgg-full-relu2-lr3e-4" --ranks 2 --learning-rate 3e-4
+# 8. A cosine-decayed distillation step (--schedule cosine), chosen the same way (commit f816331), then tested once (commit 1481448):
+#   python "$HERE/select_lr.py" runs/tutorial-full/vgg/final.keras --rank 2 --out "$HERE/vgg-full-relu2" --learning-rates 3e-4 1e-3 --schedule cosine
+#   python "$HERE/select_lr.py" runs/tutorial-full/vgg/final.keras --rank 1 --out "$HERE/vgg-full-relu2" --learning-rates 3e-4 1e-3 --schedule cosine
+#   (3e-3 at rank 1 in its own run, --out elsewhere, saved as vgg-full-relu2/select-rank-1-cosine-3e-3.json)
+#   python "$HERE/measure.py" runs/tutorial-full/vgg/final.keras --out "$HERE/vgg-full-relu2-cosine1e-3" --ranks 1 --learning-rate 1e-3 --schedule cosine
