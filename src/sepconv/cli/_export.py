@@ -166,9 +166,9 @@ def run(args):
     from sepconv.export._export import int8_options
 
     options = ExportOptions(**_args.options_from_args(args, ExportOptions))
-    format_of(args.output, "OUT")
+    fmt = format_of(args.output, "OUT")
     # refused before any work: the same check `export_model` makes, in the flags' words
-    int8_options(format_of(args.output), options.quantize, options.calibration_method, options.percentile,
+    int8_options(fmt, options.quantize, options.calibration_method, options.percentile,
                  options.int16_activations, spell=_flag_spelling)  # fmt: skip
     model = _args.load_model(args.model, unsafe=args.unsafe)
     calibration = _calibration(options, model)
