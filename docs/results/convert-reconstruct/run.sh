@@ -33,11 +33,11 @@ python "$HERE/measure.py" runs/compare-fast/resnet10/best.keras --out "$HERE/res
 #   python "$HERE/select_lr.py" runs/tutorial-full/vgg/final.keras --rank 1 --out "$HERE/vgg-full-relu2"
 #   python "$HERE/measure.py" runs/tutorial-full/vgg/final.keras --out "$HERE/vgg-full-relu2-lr3e-4" --ranks 1 --learning-rate 3e-4
 #   python "$HERE/measure.py" runs/tutorial-full/vgg/final.keras --out "$HERE/vgg-full-relu2-lr3e-4" --ranks 2 --learning-rate 3e-4
-# 8. A cosine-decayed distillation step (--schedule cosine), chosen the same way (commit f816331), then tested once (commit 1481448):
+# 8. A cosine-decayed distillation step (--schedule cosine), chosen the same way (rank 2 commit f816331, rank 1 078e4ab), then tested once (commit 1481448):
 #   python "$HERE/select_lr.py" runs/tutorial-full/vgg/final.keras --rank 2 --out "$HERE/vgg-full-relu2" --learning-rates 3e-4 1e-3 --schedule cosine
 #   python "$HERE/select_lr.py" runs/tutorial-full/vgg/final.keras --rank 1 --out "$HERE/vgg-full-relu2" --learning-rates 3e-4 1e-3 --schedule cosine
 #   (3e-3 at rank 1 in its own run, --out elsewhere, saved as vgg-full-relu2/select-rank-1-cosine-3e-3.json)
 #   python "$HERE/measure.py" runs/tutorial-full/vgg/final.keras --out "$HERE/vgg-full-relu2-cosine1e-3" --ranks 1 --learning-rate 1e-3 --schedule cosine
-# 9. The distillation temperature at rank 2 chosen the same way (commit 81b81f8), then tested once:
+# 9. The distillation temperature at rank 2 chosen the same way (commit 8e84432), then tested once (commit a48786b):
 #   python "$HERE/select_lr.py" runs/tutorial-full/vgg/final.keras --rank 2 --out "$HERE/vgg-full-relu2" --learning-rates 3e-4 --temperatures 2 8
 #   python "$HERE/measure.py" runs/tutorial-full/vgg/final.keras --out "$HERE/vgg-full-relu2-lr3e-4-T8" --ranks 2 --learning-rate 3e-4 --temperature 8
