@@ -20,8 +20,9 @@ the same tensor, a dense 3x3 convolution (C -> C) and torch's separable pair
 timed with CUDA events; the median of --repeats runs is reported, and ratios
 are taken within this run.
 
-Order: one correctness check of each kind, the timings, then the rest of the
-matrix, so a run cut short (or over --budget-s) still has its timings.
+Order: one correctness check of each kind, the timings, every launch
+configuration, then the rest of the matrix, so a run cut short (or over
+--budget-s) still has its timings.
 Every entry is caught on its own (an error is recorded, the run goes on) and
 DIR/gpucheck.json is rewritten atomically after each one, with the provenance
 record of `sepconv._provenance`, so a cut-off run keeps what it finished.
@@ -66,8 +67,9 @@ class Config:
     commit: str = None  # recorded as given (a copied tree has no .git); default: the checkout's
 
 
-# On max |error| / max(max |reference|, 1); half types round inputs and outputs (8 / 11 bits).
-TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2, "float16": 2e-2}
+# On the relative error ||out - ref|| / ||ref|| (float64 reference); half types round
+# inputs, intermediates and outputs (8 / 11 bits).
+TOLERANCE = {"float32": 1e-5, "bfloat16": 1e-2, "float16": 1e-2}
 
 
 class Report:
@@ -132,7 +134,10 @@ def _reference_depthwise(x, kernel, bias, strides, padding, dilation, activation
 
 
 def _error(actual, expected):
-    return float(np.abs(_numpy(actual) - expected).max() / max(np.abs(expected).max(), 1.0))
+    """||actual - expected|| / ||expected||. Not the largest error: in half types a
+    pre-activation that rounds across zero flips one ReLU mask entry, which moves a
+    gradient element by a whole upstream value while the rest agree."""
+    return float(np.linalg.norm(_numpy(actual) - expected) / max(np.linalg.norm(expected), 1e-30))
 
 
 def _random(generator, shape, device, dtype, scale=1.0):
@@ -200,8 +205,10 @@ def _check_separable(case, dtype_name, device):
     return errors
 
 
-def _check_launch_configs(device):
-    """Every configuration of every kernel on one ragged shape (fixed config)."""
+def _launch_config_checks(device):
+    """(family, index, check) for every configuration of every kernel on one
+    ragged shape; each check returns its errors, so one that fails to launch
+    (too much shared memory, say) is recorded without hiding the others."""
     import torch
 
     from sepconv.kernels.triton import _depthwise, _tuning
@@ -216,18 +223,25 @@ def _check_launch_configs(device):
     expected, (want_dx, want_dk, want_db) = _reference_depthwise(
         _numpy(x), _numpy(kernel), _numpy(bias), (2, 1), "same", (1, 1), "linear", _numpy(upstream)
     )
-    results = []
-    for index, config in enumerate(_tuning.DIRECT_CONFIGS):
+
+    def direct(config):
         y = _depthwise.forward(x, kernel, bias, *geometry, config=config)
         dx = _depthwise.input_grad(upstream, kernel, x.shape, *geometry, config=config)
-        results.append(("direct", index, {"forward": _error(y, expected), "input_grad": _error(dx, want_dx)}))
-    for index, config in enumerate(_tuning.WEIGHT_GRAD_CONFIGS):
+        return {"forward": _error(y, expected), "input_grad": _error(dx, want_dx)}
+
+    def weight_grad(config):
         dk, db = _depthwise.weight_grad(x, upstream, kernel.shape, True, *geometry, config=config)
-        results.append(("weight_grad", index, {"kernel_grad": _error(dk, want_dk), "bias_grad": _error(db, want_db)}))
-    for index, config in enumerate(_tuning.FUSED_CONFIGS):
+        return {"kernel_grad": _error(dk, want_dk), "bias_grad": _error(db, want_db)}
+
+    def fused(config):
         y = _depthwise.fused_forward(x, kernel, bias, pointwise, None, *geometry, config=config)
-        results.append(("fused", index, {"forward": _error(y, expected @ _numpy(pointwise))}))
-    return results
+        return {"forward": _error(y, expected @ _numpy(pointwise))}
+
+    families = (("direct", direct, _tuning.DIRECT_CONFIGS), ("weight_grad", weight_grad, _tuning.WEIGHT_GRAD_CONFIGS),
+                ("fused", fused, _tuning.FUSED_CONFIGS))
+    for family, check, configs in families:
+        for index, config in enumerate(configs):
+            yield family, index, config, lambda check=check, config=config: check(config)
 
 
 CHECKS = {"depthwise": _check_depthwise, "separable_fused": _check_separable}
@@ -269,26 +283,19 @@ def run_correctness(checks, report, device, deadline, launch_configs=False):
     """Fixed launch configuration: autotuning every small shape would dominate."""
     os.environ["SEPCONV_TRITON_AUTOTUNE"] = "0"
     try:
+        if launch_configs:
+            for family, index, config, check in _launch_config_checks(device):
+                entry = {"kind": f"launch_config_{family}", "case": f"config {index}: {config}", "dtype": "float32"}
+                if time.monotonic() > deadline:
+                    report.skip(entry)
+                    continue
+                _record(report, entry, check, TOLERANCE["float32"])
         for kind, case, dtype in checks:
             entry = {"kind": kind, "case": repr(case), "dtype": dtype}
             if time.monotonic() > deadline:
                 report.skip(entry)
                 continue
             _record(report, entry, lambda: CHECKS[kind](case, dtype, device), TOLERANCE[dtype])
-        if not launch_configs:
-            return
-        if time.monotonic() > deadline:
-            report.skip({"kind": "launch_configs"})
-            return
-        try:
-            for family, index, errors in _check_launch_configs(device):
-                ok = all(e <= TOLERANCE["float32"] for e in errors.values())
-                entry = {"kind": f"launch_config_{family}", "case": f"config {index}", "dtype": "float32"}
-                entry.update(errors=errors, tolerance=TOLERANCE["float32"], ok=ok)
-                report.add("correctness", entry)
-        except Exception as error:
-            entry = {"kind": "launch_configs", "error": repr(error), "traceback": traceback.format_exc()}
-            report.add("correctness", entry)
     finally:
         os.environ.pop("SEPCONV_TRITON_AUTOTUNE", None)
 
