@@ -69,18 +69,28 @@ def test_depthwise_matches_reference(case, data_format, name, rng):
     np.testing.assert_allclose(dkernel, expected_dkernel, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("strides", [(1, 1), (2, 2)], ids=["s1", "s2"])
 @pytest.mark.parametrize("name", NAMES)
-def test_depthwise_bfloat16_matches_reference(name, rng):
+def test_depthwise_bfloat16_matches_reference(name, strides, rng):
+    """Forward and gradients in bfloat16 (TensorFlow takes a strided call's gradient in float32)."""
     x = rng.normal(size=(4, 9, 8, 5)).astype("float32")
     kernel = rng.normal(size=(3, 3, 5, 2)).astype("float32")
-    to_bf16 = lambda t: keras.ops.convert_to_tensor(t, dtype="bfloat16")  # noqa: E731
-    got = kernels.implementation(name)(to_bf16(x), to_bf16(kernel), (1, 1), "same", "channels_last", (1, 1))
+    to_bf16 = lambda t: keras.ops.cast(keras.ops.convert_to_tensor(t), "bfloat16")  # noqa: E731
+
+    def depthwise(x, kernel):
+        return kernels.implementation(name)(to_bf16(x), to_bf16(kernel), strides, "same", "channels_last", (1, 1))
+
+    got = depthwise(x, kernel)
     assert keras.backend.standardize_dtype(got.dtype) == "bfloat16"
-    expected = reference.depthwise(x, kernel, (1, 1), "same", (1, 1))
+    expected = reference.depthwise(x, kernel, strides, "same", (1, 1))
     # bfloat16 keeps 8 significant bits: inputs round by up to 2^-8 relative,
     # and a 9-term sum of such products by a few times that.
     got = keras.ops.convert_to_numpy(keras.ops.cast(got, "float32"))
     np.testing.assert_allclose(got, expected, rtol=0.05, atol=0.1)
+    g = rng.normal(size=expected.shape).astype("float32")
+    ours = gradients(lambda x, k: keras.ops.cast(depthwise(x, k), "float32"), [x, kernel], g)
+    for got, want in zip(ours, reference.depthwise_gradients(x, kernel, g, strides, "same", (1, 1))):
+        assert np.abs(got - want).max() <= 0.03 * np.abs(want).max()
 
 
 @pytest.mark.parametrize("use_bias", [False, True], ids=["no-bias", "bias"])

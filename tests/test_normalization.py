@@ -107,3 +107,26 @@ def test_layer_trains_inside_a_model_and_round_trips(tmp_path, rng):
     assert any(isinstance(layer, sepconv.layers.BatchNormalization) for layer in loaded._flatten_layers())
     x = rng.standard_normal((2, 6, 6, 3)).astype("float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_layer_in_mixed_precision_matches_keras(relu, rng):
+    """bfloat16 inputs, float32 statistics: what Keras' layer computes under mixed_bfloat16."""
+    shape = (8, 6, 6, 5)
+    ours = sepconv.layers.BatchNormalization(momentum=0.9, dtype="mixed_bfloat16")
+    theirs = keras.layers.BatchNormalization(momentum=0.9, dtype="mixed_bfloat16")
+    ours.build(shape)
+    theirs.build(shape)
+    weights = [rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in theirs.get_weights()]
+    ours.set_weights(weights)
+    theirs.set_weights(weights)
+    x = keras.ops.cast(keras.ops.convert_to_tensor((rng.standard_normal(shape) * 3 - 1).astype("float32")), "bfloat16")
+    for training in (True, False):
+        got = ours(x, training=training, relu=relu)
+        want = theirs(x, training=training)
+        want = keras.ops.relu(want) if relu else want
+        assert keras.backend.standardize_dtype(got.dtype) == "bfloat16"
+        got, want = (keras.ops.convert_to_numpy(keras.ops.cast(t, "float32")) for t in (got, want))
+        np.testing.assert_allclose(got, want, rtol=0.02, atol=0.02)  # a bfloat16 rounding or two
+    for got, want in zip(ours.get_weights(), theirs.get_weights()):  # the float32 moving statistics
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

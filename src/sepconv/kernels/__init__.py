@@ -12,6 +12,7 @@ from sepconv.kernels._autotune import record_calls as record_depthwise_calls
 from sepconv.kernels._dispatch import (
     BATCH_NORM_IMPLEMENTATIONS,
     available_implementations,
+    batch_norm_inference,
     batch_norm_training,
     depthwise_conv,
     export_paths,
@@ -32,6 +33,7 @@ __all__ = [
     "add_bias",
     "autotune_cache_path",
     "available_implementations",
+    "batch_norm_inference",
     "batch_norm_training",
     "depthwise_conv",
     "device_name",

@@ -179,6 +179,10 @@ def _function(name, backend):
         from sepconv.kernels import _torch
 
         return _torch.depthwise_native
+    if name == "native" and backend == "tensorflow":
+        from sepconv.kernels import _tensorflow
+
+        return _tensorflow.depthwise_native
     if name == "shifted" and backend == "jax":
         from sepconv.kernels import _jax
 
@@ -379,7 +383,8 @@ def batch_norm_training(x, gamma, beta, axis, epsilon, relu=False):
     """`(normalized x, batch mean, batch variance)` in one fused op, or None without one.
 
     The variance is the biased one, as `keras.ops.moments` computes it; `gamma`/`beta`
-    may be None. `relu`: the first item is `relu(normalized x)` (on PyTorch fused into
+    may be None. A 16-bit `x` comes with float32 `gamma`/`beta`: the normalized tensor
+    has `x`'s dtype, the statistics are float32. `relu`: the first item is `relu(normalized x)` (on PyTorch fused into
     the op and its gradient). None means: compute it as Keras does (`keras.ops.moments`,
     then `keras.ops.batch_normalization`), which is what JAX wants (XLA fuses those),
     and what the "keras" setting of `use_batch_norm_implementation` asks for.
@@ -397,3 +402,20 @@ def batch_norm_training(x, gamma, beta, axis, epsilon, relu=False):
 
         return _torch.batch_norm_training(x, gamma, beta, axis, epsilon, relu=relu)
     return None  # JAX: a hand-written two-pass gradient measured no faster than XLA's fusion of Keras' ops
+
+
+def batch_norm_inference(x, gamma, beta, mean, variance, axis, epsilon, relu=False):
+    """Inference-mode batch normalization with the given statistics in one fused op, or None.
+
+    On TensorFlow, FusedBatchNormV3 (oneDNN on CPU) normalizes a 16-bit `x` itself, where
+    Keras' composite casts to float32 and back and runs its multiply-adds, and ReLU, op by
+    op: in bfloat16 these made `dsc_resnet10`'s inference slower than in float32. Float32
+    `gamma`, `beta`, `mean` and `variance` (None: no scale/offset). None elsewhere, when
+    exporting (the runtimes fold Keras' composite), and with the "keras" setting.
+    """
+    if _exporting or get_batch_norm_implementation() == "keras" or keras.backend.backend() != "tensorflow":
+        return None
+    from sepconv.kernels import _tensorflow
+
+    y = _tensorflow.batch_norm_inference(x, gamma, beta, mean, variance, axis, epsilon)
+    return keras.ops.relu(y) if y is not None and relu else y

@@ -206,6 +206,9 @@ def batch_norm_training(x, gamma, beta, axis, epsilon, relu=False):
     """
     rank = x.dim()
     axis = axis % rank
+    if rank == 4 and x.dtype in (torch.bfloat16, torch.float16):  # float32 statistics, as Keras computes them
+        fused = batch_norm_training(x.float(), gamma, beta, axis, epsilon, relu=relu)
+        return None if fused is None else (fused[0].to(x.dtype), *fused[1:])
     if rank != 4 or axis not in (1, 3) or x.dtype != torch.float32:
         return None
     view = x.permute(0, 3, 1, 2) if axis == 3 else x
