@@ -173,3 +173,12 @@ def test_summary_of_registry_models(capsys, name, params):
     result = json.loads(out)
     assert result["totals"]["params"] == params
     assert result["not_counted"] == []
+
+
+def test_piped_output_keeps_long_lines_whole(capsys):
+    """Logs and pipes get each message on one line, however long (paths make them long)."""
+    from sepconv.cli import _args
+
+    line = "Wrote " + "/very/long/path" * 20 + ".keras; BatchNormalization folded: 5, left: 0"
+    _args.console().print(line, highlight=False)
+    assert capsys.readouterr().out == line + "\n"

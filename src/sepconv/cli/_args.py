@@ -148,11 +148,12 @@ def load_model(path, argument="MODEL", unsafe=False):
 
 
 def console(width=160):
-    """A Rich console; a fixed width when the output is not a terminal (logs, pipes)."""
+    """A Rich console; when the output is not a terminal (logs, pipes), tables get a fixed width
+    and lines of text are never broken."""
     from rich.console import Console
 
     output = Console()
-    return output if output.is_terminal else Console(width=width)
+    return output if output.is_terminal else Console(width=width, soft_wrap=True)  # lines unbroken, for grep
 
 
 def emit_json(result, output=None, stdout=True):
