@@ -357,6 +357,21 @@ def test_fast_recipe_smoke_run_is_deterministic(tmp_path):
     assert 0.0 <= result["test_accuracy_tta"] <= 1.0
 
 
+def test_mixed_bfloat16_run_computes_in_bfloat16_keeps_float32_weights_and_loads(tmp_path):
+    """--dtype-policy mixed_bfloat16: bfloat16 layers, a float32 head and weights, the policy saved."""
+    data = synthetic_cifar10(train_per_class=16, test_per_class=4)
+    config = make_config("fast", epochs=2, batch_size=16, warmup_epochs=0.5, dtype_policy="mixed_bfloat16")
+    run = train("dsc_resnet10", config, out=str(tmp_path / "run"), quiet=True, data=data, report=False)
+    assert all(np.isfinite(row["loss"]) for row in run.history["dsc_resnet10"])
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    model = keras.saving.load_model(str(tmp_path / "run" / "dsc_resnet10" / "final.keras"))
+    policies = {layer.name: layer.dtype_policy.name for layer in model.layers}
+    assert policies["stem_conv"] == "mixed_bfloat16" and policies["predictions"] == "float32"
+    assert {w.dtype for w in model.weights} == {"float32"}
+    assert keras.backend.standardize_dtype(model(data.x_test[:2].astype("float32")).dtype) == "float32"
+    assert _run_folder.read_json(str(tmp_path / "run" / "config.json"))["config"]["dtype_policy"] == "mixed_bfloat16"
+
+
 def test_time_budget_sets_the_epochs_and_a_resume_keeps_them(tmp_path, monkeypatch):
     data = synthetic_cifar10()
     config = tiny_config(epochs=2, time_budget=0.1, optimizer="sgd", lr=0.1, schedule="cosine", warmup_epochs=0.5)

@@ -67,7 +67,8 @@ def depthwise_native(x, kernel, strides, padding, data_format, dilation_rate):
     args = (tuple(strides), padding, data_format, tuple(dilation_rate))
     if x.dtype not in (tf.bfloat16, tf.float16) or max(args[0]) == 1:
         return _portable.depthwise_native(x, kernel, *args)
-    return _float32_gradient(x, kernel, args)
+    # Read (auto-cast) variables here: the custom gradient must see tensors, not variables.
+    return _float32_gradient(tf.convert_to_tensor(x), tf.convert_to_tensor(kernel), args)
 
 
 def _float32_gradient(x, kernel, args):

@@ -8,6 +8,16 @@ from sepconv.layers import presets
 CONV_TYPES = ("regular", "separable", "keras_separable", "tutorial", "mobilenet")
 
 
+def predictions(x, num_classes):
+    """The softmax classifier every model ends with, named `predictions`.
+
+    Under a mixed dtype policy it computes in float32, as Keras' mixed-precision guide
+    advises: bfloat16's 8 significant bits would round probabilities near 1 to 1.
+    """
+    dtype = "float32" if keras.config.dtype_policy().name.startswith("mixed") else None
+    return keras.layers.Dense(num_classes, activation="softmax", dtype=dtype, name="predictions")(x)
+
+
 def conv_bn(x, filters, kernel_size, name, strides=1, activation=True, max_value=None):
     """Regular convolution (no bias), BatchNorm, then ReLU (capped at `max_value`) if `activation`.
 

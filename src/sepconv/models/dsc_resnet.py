@@ -10,7 +10,7 @@ import keras
 
 from sepconv import _validation, layers
 from sepconv.layers import presets
-from sepconv.models._blocks import conv_bn
+from sepconv.models._blocks import conv_bn, predictions
 from sepconv.models._registry import register_model
 
 STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))  # (filters, first stride)
@@ -52,7 +52,7 @@ def dsc_resnet(
             strides = stride if block == 1 else 1
             x = _residual_block(x, int(filters * width), strides, conv, name=f"stage{stage}_block{block}")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    outputs = predictions(x, num_classes)
     return keras.Model(inputs, outputs, name=name or ("dsc_resnet" if conv == "separable" else "resnet"))
 
 

@@ -8,7 +8,7 @@ CIFAR adaptation. `alpha` is the paper's width multiplier.
 import keras
 
 from sepconv.layers import presets
-from sepconv.models._blocks import conv_bn
+from sepconv.models._blocks import conv_bn, predictions
 from sepconv.models._registry import register_model
 
 # (pointwise filters, depthwise stride) of the 13 depthwise separable blocks.
@@ -33,7 +33,7 @@ def mobilenet_v1(alpha=1.0, input_shape=(32, 32, 3), num_classes=10, dropout=0.0
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    outputs = predictions(x, num_classes)
     return keras.Model(inputs, outputs, name=name or f"mobilenet_v1_{alpha:g}")
 
 

@@ -17,7 +17,7 @@ import keras
 
 from sepconv import _validation
 from sepconv.layers.separable import DepthwiseSeparableConv2D
-from sepconv.models._blocks import conv_bn
+from sepconv.models._blocks import conv_bn, predictions
 from sepconv.models._registry import register_model
 
 # (expansion t, output channels c, blocks n, first stride s), Table 2 with strides for 32x32.
@@ -68,7 +68,7 @@ def mobilenet_v2(
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    outputs = predictions(x, num_classes)
     return keras.Model(inputs, outputs, name=name or f"mobilenet_v2_{alpha:g}")
 
 

@@ -12,7 +12,7 @@ followed by 2x2 max-pooling), flatten, dense 10 softmax. With 32x32x3 inputs:
 import keras
 
 from sepconv import _validation, layers
-from sepconv.models._blocks import conv3x3
+from sepconv.models._blocks import conv3x3, predictions
 from sepconv.models._registry import register_model
 
 BLOCKS = ((64, 2), (128, 2), (256, 2))  # (filters, convolutions) per block
@@ -35,7 +35,7 @@ def vgg(conv="regular", pool="sepconv", input_shape=(32, 32, 3), num_classes=10,
             x = conv3x3(filters, conv, name=f"block{block}_conv{index}")(x)
         x = pooling(2, name=f"block{block}_pool")(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    outputs = predictions(x, num_classes)
     return keras.Model(inputs, outputs, name=name or f"vgg_{conv}")
 
 

@@ -33,6 +33,8 @@ from sepconv import _options, _validation
 from sepconv._options import in_range, one_of, option
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+# float32, or bfloat16 compute with float32 weights, statistics and loss (Keras' mixed precision).
+DTYPE_POLICIES = ("float32", "mixed_bfloat16")
 SCHEDULES = ("constant", "cosine")
 NO_DECAY_KINDS = ("norm", "bias", "depthwise", "none")
 
@@ -140,6 +142,9 @@ class TrainConfig:
                                        metavar="MIN")  # fmt: skip
     batch_size: int = option(128, "images per step, for training and validation", check=_positive, parse=_int,
                              metavar="N")  # fmt: skip
+    dtype_policy: str = option("float32", "Keras dtype policy of the model: float32, or mixed_bfloat16 (bfloat16 "
+                               "compute, float32 weights; faster where the hardware multiplies bfloat16 fast, "
+                               "e.g. CPUs with AMX)", check=one_of(DTYPE_POLICIES), metavar="POLICY")  # fmt: skip
     optimizer: str = option("adam", "adam, adamw or sgd (SGD with Nesterov momentum)", check=one_of(OPTIMIZERS),
                             metavar="NAME")  # fmt: skip
     lr: float = option(1e-3, "learning rate; the peak rate with --schedule cosine",
