@@ -69,19 +69,20 @@ def test_depthwise_matches_reference(case, data_format, name, rng):
     np.testing.assert_allclose(dkernel, expected_dkernel, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("strides", [(1, 1), (2, 2)], ids=["s1", "s2"])
 @pytest.mark.parametrize("name", NAMES)
-def test_depthwise_bfloat16_matches_reference(name, strides, rng):
-    """Forward and gradients in bfloat16 (TensorFlow takes a strided call's gradient in float32)."""
+def test_depthwise_16_bits_matches_reference(name, strides, dtype, rng):
+    """Forward and gradients in 16 bits (paths that compute some of it in float32 included)."""
     x = rng.normal(size=(4, 9, 8, 5)).astype("float32")
     kernel = rng.normal(size=(3, 3, 5, 2)).astype("float32")
-    to_bf16 = lambda t: keras.ops.cast(keras.ops.convert_to_tensor(t), "bfloat16")  # noqa: E731
+    narrow = lambda t: keras.ops.cast(keras.ops.convert_to_tensor(t), dtype)  # noqa: E731
 
     def depthwise(x, kernel):
-        return kernels.implementation(name)(to_bf16(x), to_bf16(kernel), strides, "same", "channels_last", (1, 1))
+        return kernels.implementation(name)(narrow(x), narrow(kernel), strides, "same", "channels_last", (1, 1))
 
     got = depthwise(x, kernel)
-    assert keras.backend.standardize_dtype(got.dtype) == "bfloat16"
+    assert keras.backend.standardize_dtype(got.dtype) == dtype
     expected = reference.depthwise(x, kernel, strides, "same", (1, 1))
     # bfloat16 keeps 8 significant bits: inputs round by up to 2^-8 relative,
     # and a 9-term sum of such products by a few times that.
@@ -145,7 +146,7 @@ def test_auto_rule_per_backend():
         ("tensorflow", 3, "float32"): "shifted",
         ("torch", 2, "float32"): "native",
         ("torch", 3, "float32"): "native",
-        ("torch", 2, "bfloat16"): "shifted",
+        ("torch", 2, "bfloat16"): "native",  # in float32 or natively: see _torch.depthwise_native
     }
     for (backend, rank, dtype), expected in rule.items():
         if backend != BACKEND:
