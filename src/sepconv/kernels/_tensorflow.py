@@ -1,5 +1,7 @@
 """TensorFlow paths behind the selection point."""
 
+import functools
+
 import tensorflow as tf
 
 from sepconv.kernels import _portable
@@ -65,10 +67,15 @@ def depthwise_native(x, kernel, strides, padding, data_format, dilation_rate):
     the gradient is the float32 op's, rounded back: two casts instead of the slow kernels.
     """
     args = (tuple(strides), padding, data_format, tuple(dilation_rate))
-    if x.dtype not in (tf.bfloat16, tf.float16) or max(args[0]) == 1:
+    if x.dtype not in (tf.bfloat16, tf.float16) or max(args[0]) == 1 or _has_gpu():  # measured on CPUs only
         return _portable.depthwise_native(x, kernel, *args)
     # Read (auto-cast) variables here: the custom gradient must see tensors, not variables.
     return _float32_gradient(tf.convert_to_tensor(x), tf.convert_to_tensor(kernel), args)
+
+
+@functools.cache
+def _has_gpu():
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def _float32_gradient(x, kernel, args):
