@@ -206,8 +206,8 @@ def _check_separable(case, dtype_name, device):
 
 
 def _launch_config_checks(device):
-    """(family, index, check) for every configuration of every kernel on one
-    ragged shape; each check returns its errors, so one that fails to launch
+    """(family, index, config, check) for every configuration of every kernel on
+    one ragged shape; each check returns its errors, so one that fails to launch
     (too much shared memory, say) is recorded without hiding the others."""
     import torch
 
@@ -284,12 +284,7 @@ def run_correctness(checks, report, device, deadline, launch_configs=False):
     os.environ["SEPCONV_TRITON_AUTOTUNE"] = "0"
     try:
         if launch_configs:
-            for family, index, config, check in _launch_config_checks(device):
-                entry = {"kind": f"launch_config_{family}", "case": f"config {index}: {config}", "dtype": "float32"}
-                if time.monotonic() > deadline:
-                    report.skip(entry)
-                    continue
-                _record(report, entry, check, TOLERANCE["float32"])
+            _record_launch_configs(report, device, deadline)
         for kind, case, dtype in checks:
             entry = {"kind": kind, "case": repr(case), "dtype": dtype}
             if time.monotonic() > deadline:
@@ -298,6 +293,18 @@ def run_correctness(checks, report, device, deadline, launch_configs=False):
             _record(report, entry, lambda: CHECKS[kind](case, dtype, device), TOLERANCE[dtype])
     finally:
         os.environ.pop("SEPCONV_TRITON_AUTOTUNE", None)
+
+
+def _record_launch_configs(report, device, deadline):
+    try:
+        for family, index, config, check in _launch_config_checks(device):
+            entry = {"kind": f"launch_config_{family}", "case": f"config {index}: {config}", "dtype": "float32"}
+            if time.monotonic() > deadline:
+                report.skip(entry)
+                continue
+            _record(report, entry, check, TOLERANCE["float32"])
+    except Exception as error:  # the shared inputs could not be made
+        report.add("correctness", {"kind": "launch_configs", "error": repr(error), "traceback": traceback.format_exc()})
 
 
 def _record(report, entry, check, tolerance):

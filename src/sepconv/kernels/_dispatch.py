@@ -383,8 +383,8 @@ def batch_norm_training(x, gamma, beta, axis, epsilon, relu=False):
 
     The variance is the biased one, as `keras.ops.moments` computes it; `gamma`/`beta`
     may be None. A 16-bit `x` comes with float32 `gamma`/`beta`: the normalized tensor
-    has `x`'s dtype, the statistics are float32. `relu`: the first item is `relu(normalized x)` (on PyTorch fused into
-    the op and its gradient). None means: compute it as Keras does (`keras.ops.moments`,
+    has `x`'s dtype, the statistics are float32. `relu`: the first item is
+    `relu(normalized x)` (on PyTorch fused into the op and its gradient). None means: compute it as Keras does (`keras.ops.moments`,
     then `keras.ops.batch_normalization`), which is what JAX wants (XLA fuses those),
     and what the "keras" setting of `use_batch_norm_implementation` asks for.
     """
