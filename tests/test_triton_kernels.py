@@ -338,6 +338,8 @@ def test_gpucheck_tiny(tmp_path, capsys):
     report = json.loads((tmp_path / "gpucheck.json").read_text())
     summary = report["correctness_summary"]
     assert status == 0 and summary["cases"] == summary["ok"] > 0, summary
+    half = [c for c in report["correctness"] if c["dtype"] != "float32"]  # judged against torch in that dtype too
+    assert half and all("torch_forward" in c["errors"] and "torch_input_grad" in c["errors"] for c in half)
     assert not report["skipped"]
     assert [b for b in report["benchmarks"] if "median_ms" not in b] == []
     assert len(report["benchmarks"]) == 14
