@@ -11,6 +11,8 @@ tensor. `depthwise_native` calls `torch.nn.functional.conv*d` on such views:
 the same kernel, none of the copies.
 """
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from keras import ops
@@ -81,8 +83,13 @@ def _fast_in_16_bits(x, strides):
     with two casts is 3-20x faster than the 16-bit kernels and than the shifted multiply-adds
     (stride 2 in bfloat16; float16 at any stride).
     """
-    supported = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return x.dtype == torch.bfloat16 and max(strides) == 1 and supported is not None and supported()
+    return x.dtype == torch.bfloat16 and max(strides) == 1 and _cpu_multiplies_bfloat16()
+
+
+@functools.cache
+def _cpu_multiplies_bfloat16():
+    supported = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # private; absent in older torch
+    return supported is not None and supported()
 
 
 class _DepthwiseConv(torch.autograd.Function):
