@@ -67,7 +67,15 @@ _shifted.defvjp(_shifted_fwd, _shifted_bwd)
 
 
 def depthwise_shifted(x, kernel, strides, padding, data_format, dilation_rate):
-    """`_portable.depthwise_shifted` with the custom gradient above."""
+    """`_portable.depthwise_shifted` with the custom gradient above.
+
+    16-bit inputs on the CPU are computed in float32 and cast back: XLA:CPU runs 16-bit
+    multiply-adds and sums no faster, and under `mixed_bfloat16` the float32 version
+    trained `vgg_separable` 1.6x and `dsc_resnet10` 1.8x faster (`sepconv bench model`).
+    """
     x, kernel = ops.convert_to_tensor(x), ops.convert_to_tensor(kernel)
-    return _shifted(x, kernel, tuple(strides), padding, data_format, tuple(dilation_rate))
+    args = (tuple(strides), padding, data_format, tuple(dilation_rate))
+    if x.dtype in (jnp.bfloat16, jnp.float16) and jax.default_backend() == "cpu":
+        return _shifted(x.astype(jnp.float32), kernel.astype(jnp.float32), *args).astype(x.dtype)
+    return _shifted(x, kernel, *args)
 
