@@ -26,6 +26,7 @@ from sepconv.export import (
     batch_norm_affine,
     check_export,
     export_model,
+    float32_model,
     fold_batch_norm,
     open_runtime,
 )
@@ -144,6 +145,35 @@ def test_folding_leaves_a_batch_norm_after_an_activation():
     assert counts == {"folded": 0, "left": 1}
     x = np.random.default_rng(2).standard_normal((2, *SHAPE)).astype("float32")
     np.testing.assert_allclose(_predict(folded, x), _predict(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_float32_model_of_a_mixed_precision_model_has_its_weights_in_float32(model, images):
+    assert float32_model(model) is model
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = tiny_model()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    mixed.set_weights(model.get_weights())
+    twin = float32_model(mixed)
+    assert {layer.dtype_policy.name for layer in twin._flatten_layers(include_self=False)} == {"float32"}
+    np.testing.assert_allclose(_predict(twin, images), _predict(model, images), rtol=1e-5, atol=1e-6)
+    assert mixed.layers[1].dtype_policy.name == "mixed_bfloat16"  # the original is left as it was
+
+
+@needs_onnx
+def test_a_mixed_precision_model_exports_as_float32_and_checks(model, images, tmp_path):
+    """A model trained with --dtype-policy mixed_bfloat16 exports (its 16-bit graph would not load)."""
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = tiny_model()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    mixed.set_weights(model.get_weights())
+    path = str(tmp_path / "mixed.onnx")
+    export_model(mixed, path)
+    check = check_export(mixed, path, images)
+    assert check["passed"] and check["max_abs_diff"] <= 1e-5
 
 
 def test_fold_rejects_a_non_model():

@@ -22,7 +22,7 @@ from sepconv.export._export import (
     cifar10_images,
     export_model,
 )
-from sepconv.export._folding import batch_norm_affine, fold_batch_norm
+from sepconv.export._folding import batch_norm_affine, float32_model, fold_batch_norm
 from sepconv.export._formats import FORMATS, QUANTIZATIONS, MissingPackageError, format_of
 from sepconv.export._qat import ActivationQuantizer, SimulatedInt8, finetune_for_int8
 from sepconv.export._runtime import open_runtime, run_batches
@@ -38,6 +38,7 @@ __all__ = [
     "check_export",
     "cifar10_images",
     "export_model",
+    "float32_model",
     "finetune_for_int8",
     "fold_batch_norm",
     "format_of",

@@ -7,7 +7,7 @@ import numpy as np
 
 from sepconv import _validation
 from sepconv.export import _formats, _runtime, _writers
-from sepconv.export._folding import fold_batch_norm
+from sepconv.export._folding import float32_model, fold_batch_norm
 
 # Float files must match Keras to this max abs difference (softmax outputs); int8 files
 # must agree on the top-1 class of this fraction of the checked images.
@@ -54,6 +54,7 @@ def export_model(model, path, *, quantize="none", calibration=None, fold=True, c
         calibration = _writers.check_calibration(calibration, model)
     elif calibration is not None:
         raise ValueError(f"calibration is used only with quantize='int8'. Received: quantize={quantize!r}")
+    model = float32_model(model)
     folded, counts = fold_batch_norm(model) if fold else (model, {"folded": 0, "left": None})
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
@@ -112,8 +113,10 @@ def check_export(model, path, x, y=None, *, quantize="none", threads=None, batch
 
     Returns a dict: samples, max_abs_diff, top1_agreement, the criterion and whether it
     `passed` (float: max abs difference <= `FLOAT_TOLERANCE`; int8: top-1 agreement >=
-    `INT8_AGREEMENT`), and with labels `y` the test accuracy of both.
+    `INT8_AGREEMENT`), and with labels `y` the test accuracy of both. A mixed-precision
+    `model` is compared as the float32 twin `export_model` wrote (`float32_model`).
     """
+    model = float32_model(model)
     runtime = _runtime.open_runtime(path, threads)
     x = np.asarray(x, np.float32)
     expected = keras.ops.convert_to_numpy(model.predict(x, batch_size=batch_size, verbose=0))

@@ -147,6 +147,25 @@ def _fill_linear(old, new, bn):
     new.set_weights([w.astype(keras.backend.standardize_dtype(v.dtype)) for w, v in zip(weights, new.weights)])
 
 
+def float32_model(model):
+    """`model` when every layer computes in float32; else its float32 twin with the same weights.
+
+    A mixed-precision model (`mixed_bfloat16`: bfloat16 compute, float32 weights) exports
+    as float32: its 16-bit graph would reach ONNX Runtime as casts its convolutions reject
+    and LiteRT as ops it lacks. The runtimes' 16-bit and int8 forms come from the export's
+    own settings instead.
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers(include_self=False)):
+        return model
+
+    def clone(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    twin = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 def fold_batch_norm(model):
     """`(folded model, report)`: `model` with its BatchNormalizations folded (module docstring).
 

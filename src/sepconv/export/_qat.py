@@ -33,7 +33,7 @@ import numpy as np
 from keras import ops
 
 from sepconv import _validation, kernels
-from sepconv.export._folding import fold_batch_norm
+from sepconv.export._folding import float32_model, fold_batch_norm
 from sepconv.export._writers import PERCENTILE, check_calibration, check_range_method
 from sepconv.layers import BaseDepthwiseSeparableConv
 
@@ -72,6 +72,7 @@ def finetune_for_int8(model, images, calibration, *, epochs=1, learning_rate=1e-
     _validation.number(learning_rate, "learning_rate", low=0, low_open=True)
     _validation.positive_int(batch_size, "batch_size")
     check_range_method(calibration_method, percentile)
+    model = float32_model(model)  # what export_model writes
     simulation = SimulatedInt8(model, int16_activations=int16_activations)
     simulation.calibrate(calibration, method=calibration_method, percentile=percentile)
     teacher = model.predict(images, batch_size=256, verbose=0)
