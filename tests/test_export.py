@@ -147,14 +147,20 @@ def test_folding_leaves_a_batch_norm_after_an_activation():
     np.testing.assert_allclose(_predict(folded, x), _predict(model, x), rtol=1e-5, atol=1e-6)
 
 
-def test_float32_model_of_a_mixed_precision_model_has_its_weights_in_float32(model, images):
-    assert float32_model(model) is model
+def _mixed_precision_copy(model):
+    """`tiny_model` built under `mixed_bfloat16`, with `model`'s weights."""
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         mixed = tiny_model()
     finally:
         keras.config.set_dtype_policy("float32")
     mixed.set_weights(model.get_weights())
+    return mixed
+
+
+def test_float32_model_of_a_mixed_precision_model_has_its_weights_in_float32(model, images):
+    assert float32_model(model) is model
+    mixed = _mixed_precision_copy(model)
     twin = float32_model(mixed)
     assert {layer.dtype_policy.name for layer in twin._flatten_layers(include_self=False)} == {"float32"}
     np.testing.assert_allclose(_predict(twin, images), _predict(model, images), rtol=1e-5, atol=1e-6)
@@ -164,12 +170,7 @@ def test_float32_model_of_a_mixed_precision_model_has_its_weights_in_float32(mod
 @needs_onnx
 def test_a_mixed_precision_model_exports_as_float32_and_checks(model, images, tmp_path):
     """A model trained with --dtype-policy mixed_bfloat16 exports (its 16-bit graph would not load)."""
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
-        mixed = tiny_model()
-    finally:
-        keras.config.set_dtype_policy("float32")
-    mixed.set_weights(model.get_weights())
+    mixed = _mixed_precision_copy(model)
     path = str(tmp_path / "mixed.onnx")
     export_model(mixed, path)
     check = check_export(mixed, path, images)
