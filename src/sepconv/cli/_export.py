@@ -162,7 +162,7 @@ def _check_inputs(options, model, calibration):
 
 
 def run(args):
-    from sepconv.export import check_export, export_model, format_of
+    from sepconv.export import check_export, export_model, float32_model, format_of
     from sepconv.export._export import int8_options
 
     options = ExportOptions(**_args.options_from_args(args, ExportOptions))
@@ -170,7 +170,7 @@ def run(args):
     # refused before any work: the same check `export_model` makes, in the flags' words
     int8_options(fmt, options.quantize, options.calibration_method, options.percentile,
                  options.int16_activations, spell=_flag_spelling)  # fmt: skip
-    model = _args.load_model(args.model, unsafe=args.unsafe)
+    model = float32_model(_args.load_model(args.model, unsafe=args.unsafe))  # once: the calls below reuse it
     calibration = _calibration(options, model)
     exported, simulation, qat = _finetune(options, model, calibration, quiet=args.json)
     export = export_model(exported, args.output, quantize=options.quantize, calibration=calibration, fold=options.fold,

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from keras import ops
 
-from sepconv.kernels import _portable
+from sepconv.kernels import _dispatch, _portable
 
 
 def _forward(x, kernel, strides, padding, data_format, dilation_rate):
@@ -75,7 +75,7 @@ def depthwise_shifted(x, kernel, strides, padding, data_format, dilation_rate):
     """
     x, kernel = ops.convert_to_tensor(x), ops.convert_to_tensor(kernel)
     args = (tuple(strides), padding, data_format, tuple(dilation_rate))
-    if x.dtype in (jnp.bfloat16, jnp.float16) and jax.default_backend() == "cpu":
+    if x.dtype in (jnp.bfloat16, jnp.float16) and _dispatch._default_device_is_cpu():
         return _shifted(x.astype(jnp.float32), kernel.astype(jnp.float32), *args).astype(x.dtype)
     return _shifted(x, kernel, *args)
 

@@ -1,10 +1,8 @@
 """TensorFlow paths behind the selection point."""
 
-import functools
-
 import tensorflow as tf
 
-from sepconv.kernels import _portable
+from sepconv.kernels import _dispatch, _portable
 
 
 def batch_norm_training(x, gamma, beta, axis, epsilon):
@@ -65,17 +63,13 @@ def depthwise_native(x, kernel, strides, padding, data_format, dilation_rate):
     1: 5-14x slower than float32 for a 3x3, stride-2 layer of `dsc_resnet10` (batch 128,
     bfloat16, this repo's CPU; the forward is fine). So the forward stays in 16 bits and
     the gradient is the float32 op's, rounded back: two casts instead of the slow kernels.
+    Measured on CPUs only, so machines with a GPU keep the plain op.
     """
     args = (tuple(strides), padding, data_format, tuple(dilation_rate))
-    if x.dtype not in (tf.bfloat16, tf.float16) or max(args[0]) == 1 or _has_gpu():  # measured on CPUs only
+    if x.dtype not in (tf.bfloat16, tf.float16) or max(args[0]) == 1 or not _dispatch._default_device_is_cpu():
         return _portable.depthwise_native(x, kernel, *args)
     # Read (auto-cast) variables here: the custom gradient must see tensors, not variables.
     return _float32_gradient(tf.convert_to_tensor(x), tf.convert_to_tensor(kernel), args)
-
-
-@functools.cache
-def _has_gpu():
-    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def _float32_gradient(x, kernel, args):
