@@ -130,5 +130,16 @@ def test_unknown_conv_type_is_named():
         create_model("vgg", conv="depthwise")
 
 
+def test_create_model_dtype_policy_is_kept_by_the_layers_and_the_global_policy_restored():
+    model = create_model("vgg", blocks=((4, 1),), dtype_policy="mixed_bfloat16")
+    assert keras.config.dtype_policy().name == "float32"
+    policies = {layer.name: layer.dtype_policy.name for layer in model.layers if layer.weights}
+    assert policies.pop("predictions") == "float32" and set(policies.values()) == {"mixed_bfloat16"}
+    assert {layer.dtype_policy.name for layer in create_model("vgg", blocks=((4, 1),)).layers} == {"float32"}
+    with pytest.raises(ValueError, match=r"^dtype_policy must be a Keras dtype policy name .*='bf'$"):
+        create_model("vgg", dtype_policy="bf")
+    assert keras.config.dtype_policy().name == "float32"
+
+
 def test_registry_lists_every_builder():
     assert {"vgg", "vgg_separable", "vgg_keras_separable", "vgg_tutorial", "vgg_mobilenet", "mobilenet_v1", "dsc_resnet"} <= set(list_models())

@@ -12,7 +12,6 @@ FLOPs per image are 2 x the forward MACs of `sepconv.analysis.profile_model`
 
 import dataclasses
 
-import keras
 import numpy as np
 
 from sepconv import _options, _provenance, _validation, analysis, kernels, models
@@ -67,7 +66,7 @@ def _label(name, batch_norm, config):
 
 
 def _prepare(name, batch_norm, config, rng):
-    model = models.create_model(name)
+    model = models.create_model(name, dtype_policy=config.dtype_policy)
     model.compile(optimizer=config.optimizer, loss="sparse_categorical_crossentropy")
     x, y = _batch(model, config.batch_size, rng)
     profile = analysis.profile_model(model, batch_size=1)
@@ -119,28 +118,23 @@ def _record(info, mode, timing, timings, peak, config):
 
 def run(config, progress=None):
     """Runs the model benchmark; returns a JSON-ready dict (environment, machine, config, results)."""
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(config.dtype_policy)
-    try:
-        with kernels.use_depthwise_implementation(config.implementation):
-            rng = np.random.default_rng(config.seed)
-            before = _machine.peak_matmul(config.matmul_size, "float32", 2, config.repeats)
-            prepared = {}
-            for name in config.models:
-                for batch_norm in config.batch_norm:
-                    label = _label(name, batch_norm, config)
-                    if progress:
-                        progress(f"compiling {label}")
-                    prepared[label] = _prepare(name, batch_norm, config, rng)
-            timings = {}
-            for mode in config.modes:
+    with kernels.use_depthwise_implementation(config.implementation):
+        rng = np.random.default_rng(config.seed)
+        before = _machine.peak_matmul(config.matmul_size, "float32", 2, config.repeats)
+        prepared = {}
+        for name in config.models:
+            for batch_norm in config.batch_norm:
+                label = _label(name, batch_norm, config)
                 if progress:
-                    progress(f"timing {mode}")
-                functions = {name: functions[mode] for name, (_, functions) in prepared.items()}
-                timings[mode] = _timing.measure_interleaved(functions, warmup=0, repeats=config.repeats)
-            after = _machine.peak_matmul(config.matmul_size, "float32", 0, config.repeats)
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
+                    progress(f"compiling {label}")
+                prepared[label] = _prepare(name, batch_norm, config, rng)
+        timings = {}
+        for mode in config.modes:
+            if progress:
+                progress(f"timing {mode}")
+            functions = {name: functions[mode] for name, (_, functions) in prepared.items()}
+            timings[mode] = _timing.measure_interleaved(functions, warmup=0, repeats=config.repeats)
+        after = _machine.peak_matmul(config.matmul_size, "float32", 0, config.repeats)
     peak = _machine.best_peak(before, after)
     results = [
         _record(prepared[name][0], mode, timing, timings[mode], peak, config)

@@ -2,6 +2,8 @@
 
 import difflib
 
+import keras
+
 _BUILDERS = {}
 
 
@@ -36,7 +38,26 @@ def check_model_name(name, argument="name"):
     return name
 
 
-def create_model(name, **kwargs):
-    """Build the registered model `name`; keyword arguments go to its builder."""
+def create_model(name, dtype_policy=None, **kwargs):
+    """Build the registered model `name`; keyword arguments go to its builder.
+
+    `dtype_policy` (a Keras policy name: "float32", "mixed_bfloat16", ...) is
+    Keras' global policy while the model is built, so every layer keeps it, in
+    a saved file too; the global policy is restored after. None builds under
+    the global policy as it is.
+    """
     builder, defaults = _BUILDERS[check_model_name(name)]
-    return builder(**{**defaults, **kwargs})
+    if dtype_policy is None:
+        return builder(**{**defaults, **kwargs})
+    previous = keras.config.dtype_policy()
+    try:
+        keras.config.set_dtype_policy(dtype_policy)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"dtype_policy must be a Keras dtype policy name such as 'float32' or 'mixed_bfloat16'. "
+            f"Received: dtype_policy={dtype_policy!r}"
+        ) from None
+    try:
+        return builder(**{**defaults, **kwargs})
+    finally:
+        keras.config.set_dtype_policy(previous)

@@ -73,12 +73,9 @@ def build_model(name, config, input_shape, num_classes, steps_per_epoch):
     from sepconv.models import create_model
 
     keras.utils.set_random_seed(config.seed)  # same initial weights for the same model and seed
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(config.dtype_policy)  # each layer keeps it, in the saved file too
-    try:
-        model = create_model(name, input_shape=input_shape, num_classes=num_classes, **config.model_kwargs)
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
+    model = create_model(
+        name, input_shape=input_shape, num_classes=num_classes, dtype_policy=config.dtype_policy, **config.model_kwargs
+    )
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=make_loss(config),
