@@ -420,24 +420,44 @@ def test_finetune_distills_from_the_teacher_and_leaves_it_untouched(rng):
         finetune(student, train, teacher=teacher, temperature=0)
 
 
-def test_finetune_cosine_schedule_matches_adam_stepped_by_hand(rng):
-    # reference: Keras' own Adam on the same batches, its step set before each update to
-    # 0.5 lr (1 + cos(pi t / T)) over all T = epochs * batches updates
+def reference_step(t, steps, learning_rate, schedule, warmup_steps):
+    """The step size of update t: linear from lr/10 to lr over the warmup, then constant or a cosine to 0."""
+    if t < warmup_steps:
+        return learning_rate / 10 + (learning_rate - learning_rate / 10) * t / warmup_steps
+    if schedule == "constant":
+        return learning_rate
+    return learning_rate * 0.5 * (1 + math.cos(math.pi * (t - warmup_steps) / (steps - warmup_steps)))
+
+
+@pytest.mark.parametrize("schedule, warmup", [("cosine", 0.0), ("cosine", 0.5), ("constant", 0.25)])
+def test_finetune_schedule_matches_adam_stepped_by_hand(schedule, warmup, rng):
+    # reference: Keras' own Adam on the same batches, its step set by hand before each of
+    # the T = epochs * batches updates (`reference_step`)
     model = randomize(keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
                                         keras.layers.Dense(3, activation="softmax")]), rng)  # fmt: skip
     twin = keras.models.clone_model(model)
     twin.set_weights(model.get_weights())
-    train = Batches(rng.integers(0, 256, size=(32, 4, 4, 3), dtype=np.uint8), rng.integers(0, 3, size=32),
+    train = Batches(rng.integers(0, 256, size=(64, 4, 4, 3), dtype=np.uint8), rng.integers(0, 3, size=64),
                     batch_size=16, shuffle=False)  # fmt: skip
-    finetune(model, train, epochs=2, learning_rate=0.05, schedule="cosine", verbose=0)
+    finetune(model, train, epochs=2, learning_rate=0.05, schedule=schedule, warmup=warmup, verbose=0)
     twin.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
     steps = 2 * len(train)
     for t in range(steps):
-        twin.optimizer.learning_rate.assign(0.05 * 0.5 * (1 + math.cos(math.pi * t / steps)))
+        twin.optimizer.learning_rate.assign(reference_step(t, steps, 0.05, schedule, round(warmup * steps)))
         twin.train_on_batch(*train[t % len(train)])
     for got, expected in zip(model.get_weights(), twin.get_weights()):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_finetune_schedule_errors(rng):
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    train = Batches(rng.integers(0, 256, size=(32, 4, 4, 3), dtype=np.uint8), rng.integers(0, 3, size=32),
+                    batch_size=16, shuffle=False)  # fmt: skip
     with pytest.raises(ValueError, match=r"^schedule must be one of 'constant', 'cosine'\..*schedule='cos'$"):
         finetune(model, train, schedule="cos")
     with pytest.raises(ValueError, match=r"^schedule='cosine' needs `train` with a length .* Received: train of type"):
         finetune(model, iter([train[0]]), schedule="cosine")
+    with pytest.raises(ValueError, match=r"^warmup=0\.1 needs `train` with a length .* Received: train of type"):
+        finetune(model, iter([train[0]]), warmup=0.1)
+    with pytest.raises(ValueError, match=r"^warmup must be a number in \[0, 1\)\. Received: warmup=1\.0$"):
+        finetune(model, train, warmup=1.0)

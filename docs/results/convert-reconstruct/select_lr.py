@@ -1,16 +1,19 @@
 """The distillation step size chosen on held-out training images, not on the test set.
 
     KERAS_BACKEND=tensorflow python select_lr.py IN.keras --rank 2 --out DIR [--learning-rates 1e-4 3e-4 1e-3] \
-        [--schedule constant|cosine] [--temperatures 4]
+        [--schedule constant|cosine] [--temperatures 4] [--label-weights 0] [--batch-sizes 128] \
+        [--warmups 0]
 
 Converts IN at `--rank` with reconstruction (1,024 calibration training images, the
 defaults of `convert`), then, from those same weights for each step size, distills one
 epoch (Adam, its step constant or decayed to 0 on a cosine, temperature 4, no labels,
 crop+flip) over the 45,000 training images left after holding out 5,000 (stratified,
 seed 0), and measures the student's accuracy on the held-out 5,000. The test set is
-not read. `--temperatures` adds the distillation temperature to the grid. Writes
-DIR/select-rank-R.json (-cosine with the cosine, -T2-8 for temperatures 2 and 8) and
-prints the step size (and temperature) with the best held-out accuracy.
+not read. `--temperatures`, `--label-weights` (the labels' share of the loss),
+`--batch-sizes` and `--warmups` (`finetune`'s `warmup`) add those to the grid. Writes
+DIR/select-rank-R.json (-cosine with the cosine, -T2-8 for temperatures 2 and 8, -L0-0.3
+for label weights 0 and 0.3, -b128-64 for batch sizes 128 and 64, -w0.1 for warmup 0.1)
+and prints the setting with the best held-out accuracy.
 """
 
 import argparse
@@ -36,13 +39,17 @@ def main():
     parser.add_argument("--learning-rates", nargs="+", type=float, default=[1e-4, 3e-4, 1e-3])
     parser.add_argument("--schedule", choices=SCHEDULES, default="constant")
     parser.add_argument("--temperatures", nargs="+", type=float, default=[4.0])
+    parser.add_argument("--label-weights", nargs="+", type=float, default=[0.0])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[128])
+    parser.add_argument("--warmups", nargs="+", type=float, default=[0.0])
     args = parser.parse_args()
     source = os.environ["SEPCONV_DATA"]
     os.makedirs(args.out, exist_ok=True)
     model = keras.saving.load_model(args.input)
     data_format = cifar10_image_format(model)
     splits = make_splits(load_cifar10(source), validation=5000, seed=0)
-    train = Batches(splits.x_train, splits.y_train, batch_size=128, augment=True, seed=0, data_format=data_format)
+    train = {size: Batches(splits.x_train, splits.y_train, batch_size=size, augment=True, seed=0,
+                           data_format=data_format) for size in args.batch_sizes}  # fmt: skip
     held_out = Batches(splits.x_val, splits.y_val, batch_size=256, shuffle=False, data_format=data_format)
     calibration = cifar10_calibration(source, 1024, model)
     start = time.perf_counter()
@@ -52,24 +59,34 @@ def main():
               "reconstruction_seconds": time.perf_counter() - start, "train_images": len(splits.y_train),
               "held_out": splits.validation, "runs": [],
               "environment": _provenance.environment(), "reconstruction": report.reconstruction}  # fmt: skip
-    for learning_rate, temperature in itertools.product(args.learning_rates, args.temperatures):
+    grid = itertools.product(args.learning_rates, args.temperatures, args.label_weights, args.batch_sizes,
+                             args.warmups)  # fmt: skip
+    for learning_rate, temperature, label_weight, batch_size, warmup in grid:
         student.set_weights(reconstructed)
         start = time.perf_counter()
-        history = finetune(student, train, held_out, epochs=1, learning_rate=learning_rate, teacher=model, verbose=0,
-                           schedule=args.schedule, temperature=temperature)  # fmt: skip
-        run = {"learning_rate": learning_rate, "temperature": temperature,
-               "held_out_accuracy": float(history["val_accuracy"][-1]), "seconds": time.perf_counter() - start}
+        history = finetune(student, train[batch_size], held_out, epochs=1, learning_rate=learning_rate, teacher=model,
+                           verbose=0, schedule=args.schedule, temperature=temperature,
+                           label_weight=label_weight, warmup=warmup)  # fmt: skip
+        run = {"learning_rate": learning_rate, "temperature": temperature, "label_weight": label_weight,
+               "batch_size": batch_size, "warmup": warmup, "held_out_accuracy": float(history["val_accuracy"][-1]),
+               "seconds": time.perf_counter() - start}  # fmt: skip
         record["runs"].append(run)
         accuracy = run["held_out_accuracy"]
-        print(f"rank {args.rank} lr {learning_rate:g} {args.schedule} T {temperature:g}: held-out accuracy "
-              f"{accuracy:.4f}", flush=True)  # fmt: skip
+        print(f"rank {args.rank} lr {learning_rate:g} {args.schedule} T {temperature:g} labels {label_weight:g} "
+              f"batch {batch_size} warmup {warmup:g}: held-out accuracy {accuracy:.4f}", flush=True)  # fmt: skip
     best = max(record["runs"], key=lambda r: r["held_out_accuracy"])
     record["chosen"], record["chosen_temperature"] = best["learning_rate"], best["temperature"]
+    record["chosen_label_weight"], record["chosen_batch_size"] = best["label_weight"], best["batch_size"]
+    record["chosen_warmup"] = best["warmup"]
     suffix = "" if args.schedule == "constant" else f"-{args.schedule}"
-    if args.temperatures != [4.0]:
-        suffix += "-T" + "-".join(f"{t:g}" for t in args.temperatures)
+    for flag, values, default in (("T", args.temperatures, [4.0]), ("L", args.label_weights, [0.0]),
+                                  ("b", args.batch_sizes, [128]), ("w", args.warmups, [0.0])):  # fmt: skip
+        if values != default:
+            suffix += f"-{flag}" + "-".join(f"{v:g}" for v in values)
     write_text(os.path.join(args.out, f"select-rank-{args.rank}{suffix}.json"), json.dumps(record, indent=2) + "\n")
-    print(f"chosen: {record['chosen']:g}, temperature {record['chosen_temperature']:g}")
+    print(f"chosen: {record['chosen']:g}, temperature {record['chosen_temperature']:g}, label weight "
+          f"{record['chosen_label_weight']:g}, batch {record['chosen_batch_size']}, "
+          f"warmup {record['chosen_warmup']:g}")  # fmt: skip
 
 
 if __name__ == "__main__":

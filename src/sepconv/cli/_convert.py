@@ -134,6 +134,14 @@ def add_parser(subparsers):
         help="fine-tuning step: constant, or decayed to 0 on a cosine over all epochs (default constant)",
     )
     parser.add_argument(
+        "--warmup",
+        default=0.0,
+        type=_float_flag("--warmup", _options.in_range(low=0.0, high=1.0, high_open=True)),
+        metavar="F",
+        help="share of the fine-tuning updates over which the step rises from a tenth of --learning-rate to it, "
+        "in [0, 1) (default 0)",
+    )
+    parser.add_argument(
         "--temperature",
         default=4.0,
         type=_float_flag("--temperature", _positive_number),
@@ -231,6 +239,7 @@ def run(args):
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             schedule=args.schedule,
+            warmup=args.warmup,
             from_logits=args.from_logits,
             verbose=0 if args.json else "auto",
             temperature=args.temperature,

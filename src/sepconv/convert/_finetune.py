@@ -101,28 +101,41 @@ class _Distilled(keras.Model):
         return keras.ops.concatenate([self.student(inputs, training=training), target], axis=-1)
 
 
-def _optimizer(learning_rate, schedule, steps):
-    """Adam at `learning_rate`, constant or decayed to 0 on a cosine over `steps` updates."""
-    if schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps, alpha=0.0)
+def _optimizer(learning_rate, schedule, warmup, steps):
+    """Adam at `learning_rate`, constant or decayed to 0 on a cosine over `steps` updates.
+
+    With `warmup`, the first `warmup * steps` updates rise linearly from a tenth of
+    `learning_rate` to it, as `sepconv train` warms up.
+    """
+    if schedule == "constant" and not warmup:
+        return keras.optimizers.Adam(learning_rate)
+    warmup_steps = round(warmup * steps)
+    learning_rate = keras.optimizers.schedules.CosineDecay(
+        learning_rate / 10 if warmup_steps else learning_rate,
+        decay_steps=max(steps - warmup_steps, 1),
+        alpha=1.0 if schedule == "constant" else 0.0,  # alpha 1: the cosine ends where it starts
+        warmup_target=learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
     return keras.optimizers.Adam(learning_rate)
 
 
-def _steps(train, epochs, schedule):
-    if schedule == "constant":
+def _steps(train, epochs, schedule, warmup):
+    if schedule == "constant" and not warmup:
         return None
     try:
         return epochs * len(train)
     except TypeError:
+        setting = f"schedule='{schedule}'" if schedule != "constant" else f"warmup={warmup}"
         raise ValueError(
-            f"schedule='{schedule}' needs `train` with a length (its batches per epoch). "
+            f"{setting} needs `train` with a length (its batches per epoch). "
             f"Received: train of type {type(train).__name__}"
         ) from None
 
 
 def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, from_logits=False, verbose="auto",
              teacher=None, temperature=4.0, label_weight=0.0, freeze_batch_norm=True,
-             schedule="constant"):  # fmt: skip
+             schedule="constant", warmup=0.0):  # fmt: skip
     """Trains `model` in place and returns the `fit` history as a dict.
 
     Args:
@@ -146,6 +159,10 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
         schedule: one of `SCHEDULES`: "constant" keeps `learning_rate`;
             "cosine" decays it to 0 over all `epochs` (`train` must have
             a length).
+        warmup: in [0, 1), the share of all updates over which the step
+            rises linearly from `learning_rate / 10` to `learning_rate`
+            (Adam's first updates move every weight by about the step,
+            whatever its gradient; `train` must have a length).
 
     Returns:
         `{metric: [value per epoch]}` (`loss`, `accuracy`, and `val_*`).
@@ -155,7 +172,8 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
     temperature = _validation.number(temperature, "temperature", low=0.0, low_open=True)
     label_weight = _validation.number(label_weight, "label_weight", low=0.0, high=1.0)
     schedule = _validation.choice(schedule, SCHEDULES, "schedule")
-    optimizer = _optimizer(learning_rate, schedule, _steps(train, epochs, schedule))
+    warmup = _validation.number(warmup, "warmup", low=0.0, high=1.0, high_open=True)
+    optimizer = _optimizer(learning_rate, schedule, warmup, _steps(train, epochs, schedule, warmup))
     with _frozen_batch_norm(model, _validation.boolean(freeze_batch_norm, "freeze_batch_norm")):
         return _fit(model, train, validation, epochs, optimizer, from_logits, verbose, teacher, temperature,
                     label_weight)  # fmt: skip
@@ -224,13 +242,13 @@ def _accuracy(model, data, from_logits):
 
 def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, batch_size=128, learning_rate=1e-4,
                         from_logits=False, verbose="auto", temperature=4.0, label_weight=0.0,
-                        freeze_batch_norm=True, schedule="constant"):  # fmt: skip
+                        freeze_batch_norm=True, schedule="constant", warmup=0.0):  # fmt: skip
     """Fine-tunes a converted `model` in place on CIFAR-10 and reports test accuracies.
 
     Trains on `train_size` stratified training images (all by default) with crop+flip
-    augmentation, seed 0, distilling from `original` (`temperature`, `label_weight`: see
-    `finetune`; `label_weight=1` trains on labels only; `schedule`: see `finetune`), and measures the test accuracy of
-    `original`, of `model` before and after. `source` is a CIFAR-10 copy as
+    augmentation, seed 0, distilling from `original` (`temperature`, `label_weight`,
+    `schedule`, `warmup`: see `finetune`; `label_weight=1` trains on labels only), and
+    measures the test accuracy of `original`, of `model` before and after. `source` is a CIFAR-10 copy as
     `sepconv.data.load_cifar10` takes it.
 
     Returns:
@@ -254,7 +272,7 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
     history = finetune(
         model, train, val, epochs=epochs, learning_rate=learning_rate, from_logits=from_logits, verbose=verbose,
         teacher=original, temperature=temperature, label_weight=label_weight, freeze_batch_norm=freeze_batch_norm,
-        schedule=schedule,
+        schedule=schedule, warmup=warmup,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     accuracy["finetuned"] = float(history["val_accuracy"][-1])  # the student's, also when distilling
@@ -264,6 +282,7 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
         "validation": splits.validation,
         "learning_rate": learning_rate,
         "schedule": schedule,
+        "warmup": warmup,
         "temperature": temperature,
         "label_weight": label_weight,
         "freeze_batch_norm": freeze_batch_norm,
