@@ -28,6 +28,16 @@ def build_parser():
     return parser
 
 
+def _keep_freed_memory_on_torch():
+    """PyTorch allocates every CPU tensor afresh: `sepconv.kernels.keep_freed_memory`."""
+    import keras
+
+    if keras.backend.backend() == "torch":
+        from sepconv.kernels import keep_freed_memory
+
+        keep_freed_memory()
+
+
 def main(argv=None):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -37,6 +47,7 @@ def main(argv=None):
         print(f"{error.prog}: error: {error}", file=sys.stderr)
         return 2
     try:
+        _keep_freed_memory_on_torch()
         return args.func(args) or 0
     except (ValueError, FileNotFoundError, ImportError) as error:
         if args.debug:

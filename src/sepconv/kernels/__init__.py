@@ -26,6 +26,7 @@ from sepconv.kernels._dispatch import (
     use_batch_norm_implementation,
     use_depthwise_implementation,
 )
+from sepconv.kernels._memory import keep_freed_memory
 from sepconv.kernels._portable import add_bias, output_length
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "get_batch_norm_implementation",
     "get_depthwise_implementation",
     "implementation",
+    "keep_freed_memory",
     "max_pool",
     "output_length",
     "pointwise_conv",
