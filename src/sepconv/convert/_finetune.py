@@ -31,6 +31,7 @@ import contextlib
 import keras
 
 from sepconv import _validation
+from sepconv._schedules import warmup_cosine
 
 __all__ = ["SCHEDULES", "cifar10_calibration", "distillation_loss", "finetune", "finetune_on_cifar10"]
 
@@ -109,15 +110,8 @@ def _optimizer(learning_rate, schedule, warmup, steps):
     """
     if schedule == "constant" and not warmup:
         return keras.optimizers.Adam(learning_rate)
-    warmup_steps = round(warmup * steps)
-    learning_rate = keras.optimizers.schedules.CosineDecay(
-        learning_rate / 10 if warmup_steps else learning_rate,
-        decay_steps=max(steps - warmup_steps, 1),
-        alpha=1.0 if schedule == "constant" else 0.0,  # alpha 1: the cosine ends where it starts
-        warmup_target=learning_rate if warmup_steps else None,
-        warmup_steps=warmup_steps,
-    )
-    return keras.optimizers.Adam(learning_rate)
+    alpha = 1.0 if schedule == "constant" else 0.0  # 1: the cosine ends where it starts
+    return keras.optimizers.Adam(warmup_cosine(learning_rate, steps, round(warmup * steps), alpha))
 
 
 def _steps(train, epochs, schedule, warmup):

@@ -33,6 +33,7 @@ import numpy as np
 from keras import ops
 
 from sepconv import _validation, kernels
+from sepconv._schedules import warmup_cosine
 from sepconv.export._folding import float32_model, fold_batch_norm
 from sepconv.export._writers import PERCENTILE, check_calibration, check_range_method
 from sepconv.layers import BaseDepthwiseSeparableConv
@@ -344,7 +345,7 @@ class SimulatedInt8:
         if not self.ends_in_softmax:
             targets = keras.ops.convert_to_numpy(keras.ops.softmax(targets, axis=-1))
         steps = epochs * -(-len(images) // batch_size)
-        schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
+        schedule = warmup_cosine(learning_rate, steps)
         self.logits.compile(
             optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
             loss=keras.losses.CategoricalCrossentropy(from_logits=True),

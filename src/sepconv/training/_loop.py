@@ -8,6 +8,7 @@ import os
 import keras
 
 from sepconv import _run_folder as layout
+from sepconv._schedules import warmup_cosine
 from sepconv.losses import SparseCrossentropy
 from sepconv.training._callbacks import Checkpoint, DataEpoch, EpochLog
 from sepconv.training._distribution import SINGLE
@@ -18,12 +19,7 @@ def make_optimizer(config, steps_per_epoch):
     lr = config.lr
     if config.schedule == "cosine":
         warmup = round(config.warmup_epochs * steps_per_epoch)
-        lr = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=config.lr / 10 if warmup else config.lr,
-            decay_steps=config.epochs * steps_per_epoch - warmup,
-            warmup_target=config.lr if warmup else None,
-            warmup_steps=warmup,
-        )
+        lr = warmup_cosine(config.lr, config.epochs * steps_per_epoch, warmup)
     decay = config.weight_decay or None
     # Keras replaces the weights by their average every `ema_overwrite_frequency` steps:
     # once per epoch, so validation, checkpoints and the rest of training use the average.
