@@ -119,6 +119,18 @@ def test_pointwise_matches_reference(spatial, data_format, use_bias, rng):
         np.testing.assert_allclose(dbias[0], g.reshape(-1, 4).sum(0), rtol=1e-5, atol=1e-4)
 
 
+def test_pointwise_in_a_model_of_unknown_image_size_matches_reference(rng):
+    # the spatial shape is unknown while the model is built: the matmul on the rank-4 tensor
+    inputs = keras.Input((None, None, 6))
+    kernel = rng.normal(size=(1, 1, 6, 4)).astype("float32")
+    layer = keras.layers.Lambda(lambda x: kernels.pointwise_conv(x, kernel, "channels_last"))
+    model = keras.Model(inputs, layer(inputs))
+    for size in ((5, 6), (3, 7)):
+        x = rng.normal(size=(2, *size, 6)).astype("float32")
+        got = keras.ops.convert_to_numpy(model(x))
+        np.testing.assert_allclose(got, reference.pointwise(x, kernel), rtol=1e-5, atol=1e-5)
+
+
 def test_jax_shifted_gradient_is_the_custom_one():
     """On JAX "shifted" carries a hand-written gradient, not autodiff of the slices."""
     if BACKEND != "jax":

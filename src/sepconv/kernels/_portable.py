@@ -142,13 +142,24 @@ def depthwise_shifted(x, kernel, strides, padding, data_format, dilation_rate):
 
 
 def pointwise(x, kernel, data_format, bias=None):
-    """1x1 convolution (+ bias): a matmul over the channel axis."""
+    """1x1 convolution (+ bias): a matmul over the channel axis.
+
+    On the (positions, channels) matrix where the spatial shape is known: from the
+    rank-4 by rank-2 matmul, XLA:CPU derived a kernel gradient that first copied a
+    BatchNorm's incoming gradient into a transposed layout (JAX's `vgg_mobilenet`
+    trained 1.4x faster flattened; README, "BatchNorm at the speed of the convolutions").
+    """
     in_channels, filters = kernel.shape[-2], kernel.shape[-1]
     matrix = ops.reshape(kernel, (in_channels, filters))
-    if data_format == "channels_last":
+    if data_format != "channels_last":
+        x = ops.moveaxis(x, 1, -1)
+    spatial = tuple(x.shape[1:-1])
+    if None in spatial:
         y = ops.matmul(x, matrix)
     else:
-        y = ops.moveaxis(ops.matmul(ops.moveaxis(x, 1, -1), matrix), -1, 1)
+        y = ops.reshape(ops.matmul(ops.reshape(x, (-1, in_channels)), matrix), (-1, *spatial, filters))
+    if data_format != "channels_last":
+        y = ops.moveaxis(y, -1, 1)
     return y if bias is None else add_bias(y, bias, data_format)
 
 
