@@ -331,10 +331,10 @@ def pointwise_conv(x, kernel, data_format, bias=None):
 
 
 def max_pool(x, pool_size, strides=None, padding="valid", data_format=None):
-    """`keras.ops.max_pool` with PyTorch's layout-preserving path where it applies.
+    """`keras.ops.max_pool`, with faster paths on PyTorch and JAX where they apply.
 
     Same arguments and results on every backend (`tests/test_pooling.py`);
-    only PyTorch has a faster path (see `_torch.max_pool`).
+    PyTorch (`_torch.max_pool`) and JAX (`_jax.max_pool`) have faster paths.
     """
     rank = len(x.shape) - 2
     pool_size = _validation.int_tuple(pool_size, rank, "pool_size")
@@ -345,6 +345,12 @@ def max_pool(x, pool_size, strides=None, padding="valid", data_format=None):
         from sepconv.kernels import _torch
 
         y = _torch.max_pool(x, tuple(pool_size), tuple(strides), padding, data_format)
+        if y is not None:
+            return y
+    if keras.backend.backend() == "jax" and not _exporting:
+        from sepconv.kernels import _jax
+
+        y = _jax.max_pool(x, tuple(pool_size), tuple(strides), padding, data_format)
         if y is not None:
             return y
     return keras.ops.max_pool(x, pool_size, strides=strides, padding=padding, data_format=data_format)

@@ -79,3 +79,62 @@ def depthwise_shifted(x, kernel, strides, padding, data_format, dilation_rate):
         return _shifted(x.astype(jnp.float32), kernel.astype(jnp.float32), *args).astype(x.dtype)
     return _shifted(x, kernel, *args)
 
+
+
+
+def _windows(x, pool_size, first):
+    """`x` cropped to whole windows and reshaped to (..., n // k, k, ...): the window axes."""
+    sizes = x.shape[first : first + len(pool_size)]
+    x = x[(slice(None),) * first + tuple(slice(0, n // k * k) for n, k in zip(sizes, pool_size))]
+    shape = list(x.shape[:first])
+    for n, k in zip(sizes, pool_size):
+        shape += [n // k, k]
+    return jnp.reshape(x, shape + list(x.shape[first + len(pool_size) :]))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool(x, pool_size, first):
+    data_format = "channels_last" if first == 1 else "channels_first"
+    return ops.max_pool(x, pool_size, strides=pool_size, padding="valid", data_format=data_format)
+
+
+def _max_pool_fwd(x, pool_size, first):
+    y = _max_pool(x, pool_size, first)
+    return y, (x, y)
+
+
+def _max_pool_bwd(pool_size, first, residuals, g):
+    x, y = residuals
+    windows = _windows(x, pool_size, first)
+    axes = tuple(first + 2 * i + 1 for i in range(len(pool_size)))
+    hits = windows == jnp.expand_dims(y, axes)
+    share = jnp.expand_dims(g, axes) / jnp.sum(hits, axis=axes, keepdims=True).astype(g.dtype)
+    sizes = x.shape[first : first + len(pool_size)]
+    cropped = x.shape[:first] + tuple(n // k * k for n, k in zip(sizes, pool_size)) + x.shape[first + len(sizes) :]
+    dx = jnp.reshape(jnp.where(hits, share, 0), cropped)
+    # the rows and columns no window covers get no gradient
+    pad = [(0, 0)] * first + [(0, n % k) for n, k in zip(sizes, pool_size)]
+    return (jnp.pad(dx, pad + [(0, 0)] * (x.ndim - len(pad))),)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def max_pool(x, pool_size, strides, padding, data_format):
+    """Keras' max pooling with an elementwise gradient for non-overlapping windows, or None.
+
+    For `strides == pool_size` with "valid" padding (or "same" where every size
+    divides): XLA:CPU derives the gradient of `reduce_window` as a select-and-scatter
+    that fills full-size index and zero arrays every step (about 100 ms of a
+    `vgg_mobilenet` step at batch 128 on a 2-core CPU). Here the forward is Keras'
+    and the gradient goes, window by window, to the inputs equal to the maximum
+    (shared where several are: a subgradient, as `jnp.max`'s).
+    """
+    if tuple(strides) != tuple(pool_size):
+        return None
+    x = ops.convert_to_tensor(x)
+    first = 1 if data_format == "channels_last" else 2
+    sizes = x.shape[first : first + len(pool_size)]
+    if padding == "same" and any(n % k for n, k in zip(sizes, pool_size)):
+        return None
+    return _max_pool(x, tuple(pool_size), first)
