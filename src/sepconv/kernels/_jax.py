@@ -80,16 +80,13 @@ def depthwise_shifted(x, kernel, strides, padding, data_format, dilation_rate):
     return _shifted(x, kernel, *args)
 
 
-
-
-def _windows(x, pool_size, first):
-    """`x` cropped to whole windows and reshaped to (..., n // k, k, ...): the window axes."""
-    sizes = x.shape[first : first + len(pool_size)]
-    x = x[(slice(None),) * first + tuple(slice(0, n // k * k) for n, k in zip(sizes, pool_size))]
-    shape = list(x.shape[:first])
-    for n, k in zip(sizes, pool_size):
-        shape += [n // k, k]
-    return jnp.reshape(x, shape + list(x.shape[first + len(pool_size) :]))
+def _window_shapes(shape, pool_size, first):
+    """`(cropped, windowed)`: each pooled size cut to whole windows, then split into (n // k, k)."""
+    sizes = shape[first : first + len(pool_size)]
+    head, rest = tuple(shape[:first]), tuple(shape[first + len(pool_size) :])
+    cropped = head + tuple(n // k * k for n, k in zip(sizes, pool_size)) + rest
+    windowed = head + sum(((n // k, k) for n, k in zip(sizes, pool_size)), ()) + rest
+    return cropped, windowed
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
@@ -105,16 +102,14 @@ def _max_pool_fwd(x, pool_size, first):
 
 def _max_pool_bwd(pool_size, first, residuals, g):
     x, y = residuals
-    windows = _windows(x, pool_size, first)
+    cropped, windowed = _window_shapes(x.shape, pool_size, first)
+    windows = jnp.reshape(x[tuple(slice(0, n) for n in cropped)], windowed)
     axes = tuple(first + 2 * i + 1 for i in range(len(pool_size)))
     hits = windows == jnp.expand_dims(y, axes)
     share = jnp.expand_dims(g, axes) / jnp.sum(hits, axis=axes, keepdims=True).astype(g.dtype)
-    sizes = x.shape[first : first + len(pool_size)]
-    cropped = x.shape[:first] + tuple(n // k * k for n, k in zip(sizes, pool_size)) + x.shape[first + len(sizes) :]
     dx = jnp.reshape(jnp.where(hits, share, 0), cropped)
     # the rows and columns no window covers get no gradient
-    pad = [(0, 0)] * first + [(0, n % k) for n, k in zip(sizes, pool_size)]
-    return (jnp.pad(dx, pad + [(0, 0)] * (x.ndim - len(pad))),)
+    return (jnp.pad(dx, [(0, n - m) for n, m in zip(x.shape, cropped)]),)
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
