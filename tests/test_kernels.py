@@ -140,6 +140,37 @@ def test_jax_shifted_gradient_is_the_custom_one():
     assert kernels.implementation("shifted") is _jax.depthwise_shifted
 
 
+def test_jax_shifted_gradient_reads_its_incoming_gradient_once():
+    """An elementwise producer of the incoming gradient is computed once, not once per tap.
+
+    The gradient equals autodiff of the plain slices, and the compiled step keeps the
+    dynamic_update_slice that stops XLA:CPU from fusing the producer into each tap.
+    """
+    if BACKEND != "jax":
+        pytest.skip("JAX only")
+    import jax
+
+    from sepconv.kernels import _jax, _portable
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 6, 5, 4)).astype("float32")
+    kernel = rng.normal(size=(3, 3, 4, 1)).astype("float32")
+    scale = rng.normal(size=(4,)).astype("float32")
+    args = ((1, 1), "same", "channels_last", (1, 1))
+
+    def loss(depthwise):
+        # The cotangent reaching the depthwise step comes from an elementwise op.
+        return lambda x, kernel: (keras.ops.relu(depthwise(x, kernel, *args) * scale) ** 2).sum()
+
+    grad = jax.jit(jax.grad(loss(_jax.depthwise_shifted), argnums=(0, 1)))
+    got = grad(x, kernel)
+    want = jax.grad(loss(_portable.depthwise_shifted), argnums=(0, 1))(x, kernel)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
+    if jax.default_backend() == "cpu":
+        assert "dynamic-update-slice" in grad.lower(x, kernel).compile().as_text()
+
+
 def _call(shape, kernel_shape, dtype="float32"):
     x = keras.ops.zeros(shape, dtype=dtype)
     kernel = keras.ops.zeros(kernel_shape, dtype=dtype)
