@@ -46,7 +46,8 @@ and one 1x1 convolution per layer, operators their runtimes implement natively.
 
 `batch_norm_training(...)` gives the training-mode batch normalization of
 `sepconv.layers.BatchNormalization` one fused kernel where the backend has one
-(TensorFlow's FusedBatchNormV3, torch's batch_norm; XLA fuses JAX's itself).
+(TensorFlow's FusedBatchNormV3; on PyTorch a C kernel compiled at first use for float32
+channels_last on the CPU, `_native`, else torch's batch_norm; XLA fuses JAX's itself).
 """
 
 import contextlib

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from keras import ops
 
-from sepconv.kernels import _portable
+from sepconv.kernels import _native, _portable
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -217,6 +217,38 @@ class _BatchNormReLU(torch.autograd.Function):
         return dx, dgamma, dbeta, None, None, None
 
 
+class _NativeBatchNorm(torch.autograd.Function):
+    """`batch_norm(x)` (through a ReLU when `relu`) with the C kernel of `_native`, x (rows, channels)."""
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, epsilon, relu):
+        y, mean, invstd, variance = _native.batch_norm_forward(x, gamma, beta, epsilon, relu)
+        # Without the ReLU the backward needs no mask: `x` stands in for `y` and is not read.
+        ctx.save_for_backward(x, gamma, mean, invstd, y if relu else None)
+        ctx.relu, ctx.affine = relu, (gamma is not None, beta is not None)
+        ctx.mark_non_differentiable(mean, variance)
+        return y, mean, variance
+
+    @staticmethod
+    def backward(ctx, grad, _mean, _variance):
+        x, gamma, mean, invstd, y = ctx.saved_tensors
+        dx, dgamma, dbeta = _native.batch_norm_backward(
+            grad.contiguous(), x if y is None else y, x, gamma, mean, invstd, ctx.relu
+        )
+        return dx, dgamma if ctx.affine[0] else None, dbeta if ctx.affine[1] else None, None, None
+
+
+def _native_applies(x, axis):
+    """float32 channels-last on the CPU, contiguous, and the C kernel built."""
+    return (
+        axis == x.dim() - 1
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and x.is_contiguous()
+        and _native.library() is not None
+    )
+
+
 def batch_norm_training(x, gamma, beta, axis, epsilon, relu=False):
     """Training-mode batch normalization with torch's fused kernel, or None.
 
@@ -225,7 +257,8 @@ def batch_norm_training(x, gamma, beta, axis, epsilon, relu=False):
     channels_last (N, H, W, C) tensor is handed over as its (N, C, H, W) view, which is
     torch's channels_last format. Returns `(y, mean, variance)` with the biased variance,
     as `keras.ops.moments` gives it; None where it does not apply. `relu`: `y` is
-    `relu(batch_norm(x))`, the ReLU fused in (`_BatchNormReLU`).
+    `relu(batch_norm(x))`, the ReLU fused in (`_BatchNormReLU`). A contiguous float32
+    channels_last `x` on the CPU goes to the C kernel (`_native`) where it is built.
     """
     rank = x.dim()
     axis = axis % rank
@@ -242,6 +275,9 @@ def batch_norm_training(x, gamma, beta, axis, epsilon, relu=False):
     count = x.numel() // channels
     if count <= 1:  # torch refuses one value per channel; Keras' composite returns beta
         return None
+    if _native_applies(x, axis):
+        y, mean, variance = _NativeBatchNorm.apply(x.reshape(count, channels), gamma, beta, epsilon, relu)
+        return y.reshape(x.shape), mean, variance
     # Fresh running buffers with momentum 1 receive exactly this batch's mean and
     # (Bessel-corrected) variance: the statistics without a second pass.
     mean = torch.zeros(channels, dtype=torch.float32, device=x.device)
