@@ -86,3 +86,23 @@ def test_rows_split_over_threads_match_keras(relu, fresh_library, rng):
             np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(COMPILER is None, reason="no C compiler")
+@pytest.mark.parametrize("relu", [False, True])
+def test_inference_step_matches_keras_and_steps_aside_for_gradients(relu, fresh_library, rng):
+    import torch
+
+    x = (rng.standard_normal((2, 64, 64, 3)) * 3 + 2).astype("float32")
+    gamma, beta, mean = (rng.standard_normal(3).astype("float32") for _ in range(3))
+    variance = rng.uniform(0.5, 2.0, 3).astype("float32")
+    tensors = [keras.ops.convert_to_tensor(t) for t in (x, gamma, beta, mean, variance)]
+    want = keras.ops.batch_normalization(tensors[0], tensors[3], tensors[4], -1, offset=tensors[2],
+                                         scale=tensors[1], epsilon=EPSILON)  # fmt: skip
+    want = keras.ops.convert_to_numpy(keras.ops.relu(want) if relu else want)
+    with torch.no_grad():
+        got = kernels.batch_norm_inference(*tensors, -1, EPSILON, relu=relu)
+    assert fresh_library() is not None and got is not None
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want, rtol=1e-5, atol=1e-5)
+    tensors[0].requires_grad_(True)  # e.g. a frozen BatchNorm inside a model being trained
+    assert kernels.batch_norm_inference(*tensors, -1, EPSILON, relu=relu) is None

@@ -415,11 +415,19 @@ def batch_norm_inference(x, gamma, beta, mean, variance, axis, epsilon, relu=Fal
 
     On TensorFlow, FusedBatchNormV3 (oneDNN on CPU) normalizes a 16-bit `x` itself, where
     Keras' composite casts to float32 and back and runs its multiply-adds, and ReLU, op by
-    op: in bfloat16 these made `dsc_resnet10`'s inference slower than in float32. Float32
-    `gamma`, `beta`, `mean` and `variance` (None: no scale/offset). None elsewhere, when
-    exporting (the runtimes fold Keras' composite), and with the "keras" setting.
+    op: in bfloat16 these made `dsc_resnet10`'s inference slower than in float32. On
+    PyTorch, float32 channels_last on the CPU takes one pass of the C kernel
+    (`_torch.batch_norm_inference`) when no gradient is asked for. Float32 `gamma`, `beta`,
+    `mean` and `variance` (None: no scale/offset). None elsewhere, when exporting (the
+    runtimes fold Keras' composite), and with the "keras" setting.
     """
-    if _exporting or get_batch_norm_implementation() == "keras" or keras.backend.backend() != "tensorflow":
+    if _exporting or get_batch_norm_implementation() == "keras":
+        return None
+    if keras.backend.backend() == "torch":
+        from sepconv.kernels import _torch
+
+        return _torch.batch_norm_inference(x, gamma, beta, mean, variance, axis, epsilon, relu)
+    if keras.backend.backend() != "tensorflow":
         return None
     from sepconv.kernels import _tensorflow
 

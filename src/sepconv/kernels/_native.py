@@ -1,14 +1,14 @@
-"""A C kernel for PyTorch's training-mode BatchNorm (+ ReLU) on the CPU, compiled at first use.
+"""A C kernel for PyTorch's BatchNorm (+ ReLU) on the CPU, compiled at first use.
 
 torch's CPU kernels for a channels_last batch norm run well below the memory's speed
 here, and the ReLU and its gradient are kernels of their own. `batch_norm.c` does the
-forward in two passes (sums in double, then normalize and ReLU) and the backward in two
-(masked sums, then `dx`): for one (128, 64, 32, 32) BatchNorm-ReLU on this 2-core CPU,
-3.5 ms forward and 9.4 ms backward against torch's 8.2 and 14.4 (a copy of the tensor
-takes 1.7). Each pass is split by rows over OpenMP threads: torch's own team, since the
-library asks for `libgomp.so.1` and torch's copy of it is already loaded (a pool of
-Python threads measured slower in a model than torch's kernels: torch's idle OpenMP
-threads spin while waiting and took the cores from it).
+training forward in two passes (sums in double, then normalize and ReLU) and the backward
+in two (masked sums, then `dx`); inference is the normalize pass alone. For one
+(128, 64, 32, 32) BatchNorm-ReLU on this 2-core CPU: 3.5 ms forward and 9.4 ms backward
+against torch's 8.2 and 14.4 (a copy of the tensor takes 1.7). Each pass is split by rows
+over OpenMP threads: torch's own team, since the library asks for `libgomp.so.1` and
+torch's copy of it is already loaded (a pool of Python threads measured slower in a model
+than torch's kernels: torch's idle OpenMP threads spin while waiting and took the cores).
 
 The library is built once per source and compiler with the C compiler (`$CC`, else
 `cc`) into the cache folder (`$SEPCONV_CACHE_DIR`, else `~/.cache/sepconv`), for x86-64
@@ -28,7 +28,7 @@ import warnings
 
 from sepconv.kernels import _autotune
 
-__all__ = ["library", "batch_norm_forward", "batch_norm_backward"]
+__all__ = ["library", "normalize", "batch_norm_forward", "batch_norm_backward"]
 
 _SOURCE = os.path.join(os.path.dirname(__file__), "batch_norm.c")
 _FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp")
@@ -93,6 +93,17 @@ def _parts(rows):
     return max(1, min(torch.get_num_threads(), rows // _MIN_ROWS_PER_THREAD))
 
 
+def normalize(x, scale, shift, relu):
+    """`x * scale + shift` per channel (through a ReLU when `relu`), x contiguous float32 (rows, channels)."""
+    import torch
+
+    rows, channels = x.shape
+    y = torch.empty_like(x)
+    library().bn_normalize(x.data_ptr(), y.data_ptr(), rows, channels, _parts(rows), scale.data_ptr(),
+                           shift.data_ptr(), int(relu))  # fmt: skip
+    return y
+
+
 def batch_norm_forward(x, gamma, beta, epsilon, relu):
     """`(y, mean, invstd, variance)` for a contiguous float32 (rows, channels) `x`.
 
@@ -113,9 +124,7 @@ def batch_norm_forward(x, gamma, beta, epsilon, relu):
     invstd = torch.rsqrt(variance + epsilon)
     scale = invstd if gamma is None else gamma.double() * invstd
     shift = -mean * scale if beta is None else beta.double() - mean * scale
-    scale, shift = scale.float(), shift.float()
-    y = torch.empty_like(x)
-    lib.bn_normalize(x.data_ptr(), y.data_ptr(), rows, channels, parts, scale.data_ptr(), shift.data_ptr(), int(relu))
+    y = normalize(x, scale.float(), shift.float(), relu)
     return y, mean.float(), invstd.float(), variance.float()
 
 

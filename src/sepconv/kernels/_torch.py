@@ -288,3 +288,23 @@ def batch_norm_training(x, gamma, beta, axis, epsilon, relu=False):
         y = F.batch_norm(view, mean, variance, gamma, beta, training=True, momentum=1.0, eps=epsilon)
     variance = variance * ((count - 1) / max(count, 1))
     return (y.permute(0, 2, 3, 1) if axis == 3 else y), mean, variance
+
+
+def batch_norm_inference(x, gamma, beta, mean, variance, axis, epsilon, relu=False):
+    """`x` normalized with the given statistics (then ReLU'd when `relu`) by the C kernel, or None.
+
+    One pass where Keras' composite makes several; only where `_native` applies and no
+    gradient is asked for (a frozen BatchNorm inside a model being fine-tuned keeps Keras'
+    differentiable path).
+    """
+    needs_gradient = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, gamma, beta))
+    if needs_gradient or not _native_applies(x, axis % x.dim()):
+        return None
+    scale = torch.rsqrt(variance.double() + epsilon)
+    if gamma is not None:
+        scale = scale * gamma.double()
+    shift = -mean.double() * scale
+    if beta is not None:
+        shift = shift + beta.double()
+    channels = x.shape[-1]
+    return _native.normalize(x.reshape(-1, channels), scale.float(), shift.float(), relu).reshape(x.shape)

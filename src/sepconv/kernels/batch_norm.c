@@ -1,6 +1,6 @@
-/* Training-mode batch normalization (and ReLU) over a (rows, channels) float32 array:
- * the channels-last layout of an image batch, one row per position. Compiled at first
- * use by sepconv.kernels._native. Statistics accumulate in double. */
+/* Batch normalization (and ReLU), training and inference, over a (rows, channels) float32
+ * array: the channels-last layout of an image batch, one row per position. Compiled at
+ * first use by sepconv.kernels._native. Statistics accumulate in double. */
 #include <stddef.h>
 #include <string.h>
 #define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))

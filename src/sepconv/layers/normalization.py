@@ -3,13 +3,14 @@
 A drop-in subclass of `keras.layers.BatchNormalization` (same arguments, config, weights
 and results): in training it asks `sepconv.kernels.batch_norm_training` for the
 normalized tensor and the batch statistics in one fused op (TensorFlow's
-FusedBatchNormV3, torch's batch_norm), then updates the moving statistics exactly as
+FusedBatchNormV3; on PyTorch a C kernel, else torch's batch_norm), then updates the moving statistics exactly as
 Keras does. Keras' own composite (`moments`, then `batch_normalization`) makes about ten
 passes over memory in training on TensorFlow and PyTorch, more than the depthwise and
 pointwise convolutions around it. In inference, TensorFlow runs the fused op with the
 moving statistics (`sepconv.kernels.batch_norm_inference`), which takes 16-bit inputs
-as they are. Masks, renormalization, synchronized statistics, inference elsewhere and
-JAX (whose compiler fuses the composite) take Keras' path. A ReLU that
+as they are, and PyTorch on the CPU one pass of a C kernel. Masks, renormalization,
+synchronized statistics, inference elsewhere and JAX (whose compiler fuses the
+composite) take Keras' path. A ReLU that
 follows can be asked for in the same call (`relu=True`, as `DepthwiseSeparableConv2D`
 does): on PyTorch it is applied in place and its gradient fused with the normalization's.
 """
@@ -21,7 +22,7 @@ from sepconv import kernels
 
 @keras.saving.register_keras_serializable(package="sepconv")
 class BatchNormalization(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` with fused training (and, on TensorFlow, inference) steps."""
+    """`keras.layers.BatchNormalization` with fused training (and, on TensorFlow and PyTorch, inference) steps."""
 
     def call(self, inputs, training=None, mask=None, relu=False):
         """`relu=True` returns `relu(batch_norm(inputs))`, fused where the backend allows."""
