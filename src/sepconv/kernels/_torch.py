@@ -258,10 +258,17 @@ def batch_norm_training(x, gamma, beta, axis, epsilon, relu=False):
     torch's channels_last format. Returns `(y, mean, variance)` with the biased variance,
     as `keras.ops.moments` gives it; None where it does not apply. `relu`: `y` is
     `relu(batch_norm(x))`, the ReLU fused in (`_BatchNormReLU`). A contiguous float32
-    channels_last `x` on the CPU goes to the C kernel (`_native`) where it is built.
+    channels_last `x` of any rank on the CPU goes to the C kernel (`_native`) where it is built.
     """
     rank = x.dim()
     axis = axis % rank
+    channels = x.shape[axis]
+    count = x.numel() // max(channels, 1)
+    if count <= 1:  # torch refuses one value per channel; Keras' composite returns beta
+        return None
+    if _native_applies(x, axis):  # any rank: the channels-last rows are the same (count, channels) matrix
+        y, mean, variance = _NativeBatchNorm.apply(x.reshape(count, channels), gamma, beta, epsilon, relu)
+        return y.reshape(x.shape), mean, variance
     if rank == 4 and x.dtype == torch.float16:  # float32 statistics, as Keras computes them
         fused = batch_norm_training(x.float(), gamma, beta, axis, epsilon, relu=relu)
         return None if fused is None else (fused[0].to(x.dtype), *fused[1:])
@@ -271,13 +278,6 @@ def batch_norm_training(x, gamma, beta, axis, epsilon, relu=False):
     if rank != 4 or axis not in (1, 3) or x.dtype not in (torch.float32, torch.bfloat16):
         return None
     view = x.permute(0, 3, 1, 2) if axis == 3 else x
-    channels = view.shape[1]
-    count = x.numel() // channels
-    if count <= 1:  # torch refuses one value per channel; Keras' composite returns beta
-        return None
-    if _native_applies(x, axis):
-        y, mean, variance = _NativeBatchNorm.apply(x.reshape(count, channels), gamma, beta, epsilon, relu)
-        return y.reshape(x.shape), mean, variance
     # Fresh running buffers with momentum 1 receive exactly this batch's mean and
     # (Bessel-corrected) variance: the statistics without a second pass.
     mean = torch.zeros(channels, dtype=torch.float32, device=x.device)
