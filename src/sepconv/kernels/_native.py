@@ -49,6 +49,16 @@ def _compiler_id(compiler):
         return None
 
 
+def _build_failed(reason):
+    """Warns why torch's kernels stay, and returns None (no library)."""
+    warnings.warn(
+        f"sepconv: building the C batch-norm kernel failed, using torch's kernels ({reason}); "
+        "SEPCONV_NATIVE=0 skips the attempt",
+        stacklevel=3,
+    )
+    return None
+
+
 @functools.cache
 def library():
     """The compiled `batch_norm.c` as a ctypes library, or None (module docstring)."""
@@ -76,10 +86,15 @@ def library():
             finally:
                 if os.path.exists(temp):
                     os.remove(temp)
+        except subprocess.CalledProcessError as error:  # the compiler's last words say why
+            lines = error.stderr.decode(errors="replace").strip().splitlines()
+            return _build_failed(lines[-1] if lines else f"{compiler} exited with status {error.returncode}")
         except (OSError, subprocess.SubprocessError) as error:
-            warnings.warn(f"sepconv: building the C batch-norm kernel failed, using torch's ({error})", stacklevel=2)
-            return None
-    lib = ctypes.CDLL(path)
+            return _build_failed(error)
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as error:  # e.g. a cache folder shared with another kind of machine
+        return _build_failed(error)
     for name, arguments in _SIGNATURES.items():
         getattr(lib, name).argtypes = arguments
         getattr(lib, name).restype = None
