@@ -108,10 +108,17 @@ def _parts(rows):
     return max(1, min(torch.get_num_threads(), rows // _MIN_ROWS_PER_THREAD))
 
 
-def normalize(x, scale, shift, relu):
-    """`x * scale + shift` per channel (through a ReLU when `relu`), x contiguous float32 (rows, channels)."""
+def normalize(x, mean, invstd, gamma, beta, relu):
+    """`(x - mean) * invstd * gamma + beta` per channel (then ReLU'd when `relu`), in one pass.
+
+    `x` contiguous float32 (rows, channels); `gamma`/`beta` None: 1 and 0. The per-channel
+    scale and shift are folded in double.
+    """
     import torch
 
+    scale = invstd.double() if gamma is None else gamma.double() * invstd.double()
+    shift = -mean.double() * scale if beta is None else beta.double() - mean.double() * scale
+    scale, shift = scale.float(), shift.float()
     rows, channels = x.shape
     y = torch.empty_like(x)
     library().bn_normalize(x.data_ptr(), y.data_ptr(), rows, channels, _parts(rows), scale.data_ptr(),
@@ -137,9 +144,7 @@ def batch_norm_forward(x, gamma, beta, epsilon, relu):
     # In double, E[x^2] - mean^2 keeps float32's precision unless |mean| exceeds the std 10,000-fold.
     variance = (total[1] / rows - mean * mean).clamp_min(0.0)
     invstd = torch.rsqrt(variance + epsilon)
-    scale = invstd if gamma is None else gamma.double() * invstd
-    shift = -mean * scale if beta is None else beta.double() - mean * scale
-    y = normalize(x, scale.float(), shift.float(), relu)
+    y = normalize(x, mean, invstd, gamma, beta, relu)
     return y, mean.float(), invstd.float(), variance.float()
 
 

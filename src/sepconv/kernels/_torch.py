@@ -300,11 +300,5 @@ def batch_norm_inference(x, gamma, beta, mean, variance, axis, epsilon, relu=Fal
     needs_gradient = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, gamma, beta))
     if needs_gradient or not _native_applies(x, axis % x.dim()):
         return None
-    scale = torch.rsqrt(variance.double() + epsilon)
-    if gamma is not None:
-        scale = scale * gamma.double()
-    shift = -mean.double() * scale
-    if beta is not None:
-        shift = shift + beta.double()
-    channels = x.shape[-1]
-    return _native.normalize(x.reshape(-1, channels), scale.float(), shift.float(), relu).reshape(x.shape)
+    invstd = torch.rsqrt(variance.double() + epsilon)
+    return _native.normalize(x.reshape(-1, x.shape[-1]), mean, invstd, gamma, beta, relu).reshape(x.shape)
