@@ -298,20 +298,85 @@ def test_percentile_calibration_clips_the_input_range_at_that_percentile(model, 
     assert threshold < np.abs(calibration).max() - 0.5  # so a min-max range would fail the check above
 
 
-def test_onnx_only_int8_options_are_refused_for_litert_and_float(model, tmp_path):
+def _litert_tensors(path):
+    """`(operator, output type, output scale or None)` per operator of a LiteRT file, in graph order."""
+    from tensorflow.lite.tools import flatbuffer_utils as fb
+
+    model = fb.read_model(path)
+    graph = model.subgraphs[0]
+    rows = []
+    for op in graph.operators:
+        tensor = graph.tensors[op.outputs[0]]
+        scale = tensor.quantization.scale if tensor.quantization is not None else None
+        rows.append((fb.opcode_to_name(model, op.opcodeIndex), fb.type_to_name(tensor.type),
+                     None if scale is None or len(scale) == 0 else float(scale[0])))  # fmt: skip
+    return rows
+
+
+@needs_litert
+def test_litert_percentile_calibration_clips_the_input_range_at_that_percentile(model, tmp_path):
+    calibration = np.random.default_rng(3).standard_normal((64, *SHAPE)).astype("float32")
+    files = {method: str(tmp_path / f"{method}.tflite") for method in ("minmax", "percentile")}
+    for method, path in files.items():
+        info = export_model(model, path, quantize="int8", calibration=calibration, calibration_method=method,
+                            percentile=99)  # fmt: skip
+        assert info["int8"]["calibration_method"] == method and info["int8"]["float_ops"] == 0
+    (op, kind, scale), *_ = _litert_tensors(files["percentile"])
+    # The input's int8 range is +-(99th percentile of |x|) (numpy's): 255 steps of 2t/255, to a few of the
+    # 2,048 histogram bins (the quantizer also nudges the range so that 0 falls on the grid).
+    threshold = np.percentile(np.abs(calibration), 99)
+    assert (op, kind) == ("QUANTIZE", "INT8")
+    assert abs(scale * 255 / 2 - threshold) < 4 * np.abs(calibration).max() / 2048
+    minmax_scale = _litert_tensors(files["minmax"])[0][2]
+    assert threshold < np.abs(calibration).max() - 0.5 and minmax_scale > 1.2 * scale  # min-max would fail above
+    assert check_export(model, files["percentile"], calibration, quantize="int8")["top1_agreement"] >= 0.8
+
+
+@needs_litert
+def test_litert_float_ops_keep_the_first_operators_in_float32(model, tmp_path):
+    calibration = np.random.default_rng(3).standard_normal((64, *SHAPE)).astype("float32")
+    kinds = {}
+    for n in (0, 1, 2):
+        path = str(tmp_path / f"m{n}.tflite")
+        info = export_model(model, path, quantize="int8", calibration=calibration, float_ops=n)
+        assert info["int8"] == {"calibration_method": "minmax", "float_ops": n}
+        kinds[n] = [(op, kind) for op, kind, _ in _litert_tensors(path) if op not in ("QUANTIZE", "DEQUANTIZE")]
+        assert check_export(model, path, calibration, quantize="int8")["top1_agreement"] >= 0.8
+    computing = [op for op, _ in kinds[0]]  # the same operators in every file, only their types change
+    assert all([op for op, _ in kinds[n]] == computing for n in (1, 2))
+    assert [kind for _, kind in kinds[0]][:3] == ["INT8"] * 3
+    assert [kind for _, kind in kinds[2]][:3] == ["FLOAT32", "FLOAT32", "INT8"]
+    assert [kind for _, kind in kinds[1]][1:] == [kind for _, kind in kinds[0]][1:]
+    with pytest.raises(ValueError, match=r"^float_ops must be at most the model's \d+ LiteRT operators\. "
+                                         r"Received: float_ops=1000$"):  # fmt: skip
+        export_model(model, str(tmp_path / "big.tflite"), quantize="int8", calibration=calibration, float_ops=1000)
+    assert not os.path.exists(tmp_path / "big.tflite")
+
+
+def test_format_only_int8_options_are_refused_elsewhere_and_for_float(model, tmp_path):
     calibration = np.zeros((2, *SHAPE), "float32")
     with pytest.raises(ValueError) as error:
-        export_model(model, str(tmp_path / "m.tflite"), quantize="int8", calibration=calibration,
-                     calibration_method="percentile")  # fmt: skip
+        export_model(model, str(tmp_path / "m.tflite"), quantize="int8", calibration=calibration, int16_activations=2)
     assert str(error.value) == (
-        "calibration_method other than the default needs an .onnx file: LiteRT's converter calibrates min-max with "
-        "8-bit activations only. Received: calibration_method='percentile'"
+        "int16_activations other than the default needs an .onnx file: LiteRT cannot mix 8- and 16-bit activations "
+        "(float_ops keeps its first operators in float32 instead). Received: int16_activations=2"
+    )
+    with pytest.raises(ValueError) as error:
+        export_model(model, str(tmp_path / "m.onnx"), quantize="int8", calibration=calibration, float_ops=1)
+    assert str(error.value) == (
+        "float_ops other than the default needs a .tflite file (for ONNX Runtime, int16_activations keeps the first "
+        "activations in 16 bits). Received: float_ops=1"
     )
     with pytest.raises(ValueError, match=r"^int16_activations is used only with quantize='int8'\. Received: "
                        r"int16_activations=3$"):  # fmt: skip
         export_model(model, str(tmp_path / "m.onnx"), int16_activations=3)
+    with pytest.raises(ValueError, match=r"^calibration_method is used only with quantize='int8'\. Received: "
+                       r"calibration_method='percentile'$"):  # fmt: skip
+        export_model(model, str(tmp_path / "m.tflite"), calibration_method="percentile")
     with pytest.raises(ValueError, match=r"^percentile must be .* Received: percentile=100\.5$"):
         export_model(model, str(tmp_path / "m.onnx"), quantize="int8", calibration=calibration, percentile=100.5)
+    with pytest.raises(ValueError, match=r"^float_ops must be non-negative\. Received: float_ops=-1$"):
+        export_model(model, str(tmp_path / "m.tflite"), quantize="int8", calibration=calibration, float_ops=-1)
     assert os.listdir(tmp_path) == []
 
 
@@ -412,8 +477,12 @@ def test_cli_exports_checks_and_reports(model, tmp_path, capsys):
         (["MODEL", "out.onnx", "--quantize", "int4"],
          "sepconv export: error: --quantize must be one of 'none', 'int8'. Did you mean 'int8'? Received: --quantize='int4'"),
         (["MODEL", "out.tflite", "--quantize", "int8", "--int16-activations", "2"],
-         "sepconv export: error: --int16-activations other than the default needs an .onnx file: LiteRT's converter "
-         "calibrates min-max with 8-bit activations only. Received: --int16-activations=2"),
+         "sepconv export: error: --int16-activations other than the default needs an .onnx file: LiteRT cannot mix "
+         "8- and 16-bit activations (--float-ops keeps its first operators in float32 instead). Received: "
+         "--int16-activations=2"),
+        (["MODEL", "out.onnx", "--quantize", "int8", "--float-ops", "1"],
+         "sepconv export: error: --float-ops other than the default needs a .tflite file (for ONNX Runtime, "
+         "--int16-activations keeps the first activations in 16 bits). Received: --float-ops=1"),
         (["MODEL", "out.onnx", "--calibration-method", "percentile"],
          "sepconv export: error: --calibration-method is used only with --quantize=int8. Received: "
          "--calibration-method=percentile"),
@@ -431,12 +500,12 @@ def test_cli_errors_are_one_line(model, tmp_path, monkeypatch, capsys, argv, mes
 
 @needs_litert
 def test_bench_export_times_every_runtime_and_precision_next_to_keras(capsys):
-    argv = ["bench", "export", "vgg_separable", "--precision", "float32", "int8", "int8-a16", "--profile",
+    argv = ["bench", "export", "vgg_separable", "--precision", "float32", "int8", "int8-a16", "int8-f32", "--profile",
             "--batch-size", "2", "--repeats", "2", "--warmup", "1", "--threads", "1", "--json"]  # fmt: skip
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     rows = {(r["runtime"], r["precision"], r["call"]): r for r in result["results"]}
-    runtimes = [("keras", "float32"), ("onnx", "int8-a16")]  # int8-a16: ONNX only
+    runtimes = [("keras", "float32"), ("onnx", "int8-a16"), ("litert", "int8-f32")]  # each in one format only
     runtimes += [(f, p) for f in ("onnx", "litert") for p in ("float32", "int8")]
     assert set(rows) == {(f, p, call) for f, p in runtimes for call in ("single", "batch")}
     single = rows[("litert", "int8", "single")]
@@ -453,9 +522,10 @@ def test_bench_export_times_every_runtime_and_precision_next_to_keras(capsys):
     assert {"Conv depthwise 3x3", "Conv 1x1"} <= set(profile) and sum(row["share"] for row in profile.values()) == pytest.approx(1.0)
 
 
-def test_bench_export_refuses_int8_a16_without_onnx(capsys):
-    argv = ["bench", "export", "vgg_separable", "--precision", "int8-a16", "--format", "litert"]
+@pytest.mark.parametrize("precision, fmt, wanted", [("int8-a16", "litert", "onnx"), ("int8-f32", "onnx", "litert")])
+def test_bench_export_refuses_a_precision_without_its_format(capsys, precision, fmt, wanted):
+    argv = ["bench", "export", "vgg_separable", "--precision", precision, "--format", fmt]
     assert main(argv) == 2
     assert capsys.readouterr().err.strip() == (
-        "sepconv bench: error: int8-a16 is an ONNX precision: add --format onnx. Received: --format=litert"
+        f"sepconv bench: error: --precision {precision} needs --format {wanted}. Received: --format={fmt}"
     )

@@ -31,8 +31,10 @@ from sepconv._options import one_of, option
 from sepconv.bench import _timing
 
 FORMATS = ("onnx", "litert")
-# int8-a16: ONNX int8 with the first `int16_activations` activations in 16 bits (what it costs).
-PRECISIONS = ("float32", "int8", "int8-a16")
+# int8-a16: ONNX int8 with the first `int16_activations` activations in 16 bits; int8-f32: LiteRT int8 with the
+# first `float_ops` operators in float32 (what each costs).
+PRECISIONS = ("float32", "int8", "int8-a16", "int8-f32")
+_ONLY_IN = {"int8-a16": "onnx", "int8-f32": "litert"}
 _EXTENSIONS = {"onnx": ".onnx", "litert": ".tflite"}
 _CALIBRATION = 64
 
@@ -50,12 +52,15 @@ class ExportBenchConfig:
                            check=_validation.each(_model_name), nargs="+", metavar="MODEL", flag=False)  # fmt: skip
     formats: tuple = option(FORMATS, "runtimes: onnx (ONNX Runtime), litert (LiteRT)", check=_validation.each(
         one_of(FORMATS)), nargs="+", metavar="FORMAT", flag="--format")  # fmt: skip
-    precisions: tuple = option(("float32", "int8"), "float32, int8 (static, per-channel) and/or int8-a16 (ONNX int8 "
-                               "with the first --int16-activations activations in 16 bits)",
+    precisions: tuple = option(("float32", "int8"), "float32, int8 (static, per-channel), int8-a16 (ONNX int8 "
+                               "with the first --int16-activations activations in 16 bits) and/or int8-f32 (LiteRT "
+                               "int8 with the first --float-ops operators in float32)",
                                check=_validation.each(one_of(PRECISIONS)), nargs="+", metavar="P",
                                flag="--precision")  # fmt: skip
     int16_activations: int = option(2, "activations int8-a16 keeps in 16 bits, the input first",
                                     check=_validation.positive_int, parse=_options.parse_int, metavar="N")  # fmt: skip
+    float_ops: int = option(1, "operators int8-f32 keeps in float32, the stem first", check=_validation.positive_int,
+                            parse=_options.parse_int, metavar="N")
     keras: bool = option(True, "time the Keras model (predict_on_batch) next to the runtimes",
                          check=_validation.boolean)  # fmt: skip
     threads: int = option(None, "runtime intra-op threads (default: the CPU cores this process may use)",
@@ -82,9 +87,13 @@ def _targets(config):
     """(format, precision) pairs to export, checking backend and packages before any work."""
     from sepconv.export import _formats
 
-    pairs = [(f, p) for f in config.formats for p in config.precisions if not (f == "litert" and p == "int8-a16")]
+    pairs = [(f, p) for f in config.formats for p in config.precisions if _ONLY_IN.get(p, f) == f]
     if not pairs:
-        raise ValueError(f"int8-a16 is an ONNX precision: add --format onnx. Received: --format={' '.join(config.formats)}")
+        wanted = " or ".join(sorted({_ONLY_IN[p] for p in config.precisions}))
+        raise ValueError(
+            f"--precision {' '.join(config.precisions)} needs --format {wanted}. "
+            f"Received: --format={' '.join(config.formats)}"
+        )
     for fmt, precision in pairs:
         _formats.check_request("x" + _EXTENSIONS[fmt], "none" if precision == "float32" else "int8")
     return pairs
@@ -104,9 +113,9 @@ def _prepare(name, config, folder, rng, pairs):
     for fmt, precision in pairs:
         path = os.path.join(folder, f"{name}-{precision}{_EXTENSIONS[fmt]}")
         int8 = precision != "float32"
-        wide = config.int16_activations if precision == "int8-a16" else 0
         written = export_model(model, path, quantize="int8" if int8 else "none", calibration=calibration if int8 else None,
-                               int16_activations=wide)  # fmt: skip
+                               int16_activations=config.int16_activations if precision == "int8-a16" else 0,
+                               float_ops=config.float_ops if precision == "int8-f32" else 0)  # fmt: skip
         files[(fmt, precision)] = {"bytes": written["bytes"], "ops": written["ops"]}
         callables[(fmt, precision)] = open_runtime(path, config.threads)
     return model, info, callables, files
@@ -196,8 +205,8 @@ def run(config, progress=None):
             "time": "median and quartiles of `repeats` calls (batch: repeats // 4, at least 5) after `warmup`, "
             "every model and runtime alternating call by call",
             "speedup_vs_first": "time of the first model / time of this model, same runtime, precision and call",
-            "int8_speedup": "time of the float32 file / time of the int8 (or int8-a16) file, same model, runtime "
-            "and call",
+            "int8_speedup": "time of the float32 file / time of the int8 (int8-a16, int8-f32) file, same model, "
+            "runtime and call",
             "threads": "intra-op threads of ONNX Runtime and LiteRT; Keras uses the backend's pool (environment)",
             "macs": analysis.MAC_CONVENTION,
         },

@@ -8,9 +8,10 @@ agreement (int8, must be >= 99%). With `--data`, the check runs on CIFAR-10 test
 and reports both test accuracies; int8 calibrates on CIFAR-10 training images. With
 `--qat-epochs N`, int8 starts with quantization-aware fine-tuning on the CIFAR-10 training
 images, distilled from MODEL (`sepconv.export.finetune_for_int8`); the check still compares
-with MODEL itself. For `.onnx`, `--calibration-method percentile` and `--int16-activations N`
-raise int8's agreement with float (see `sepconv.export._writers`). Exit code 1 when the
-check fails (the file is kept, to inspect). Needs `pip install 'sepconv[export]'`.
+with MODEL itself. `--calibration-method percentile`, and `--int16-activations N` (`.onnx`)
+or `--float-ops N` (`.tflite`), raise int8's agreement with float (see
+`sepconv.export._writers`). Exit code 1 when the check fails (the file is kept, to
+inspect). Needs `pip install 'sepconv[export]'`.
 """
 
 import dataclasses
@@ -45,7 +46,7 @@ class ExportOptions:
     calibration_size: int = option(256, "int8 calibration images", check=_validation.positive_int,
                                    parse=_options.parse_int, metavar="N")  # fmt: skip
     calibration_method: str = option("minmax", "int8 activation ranges: minmax, or percentile of their absolute "
-                                     "values (.onnx only)", check=_options.one_of(CALIBRATION_METHODS),
+                                     "values", check=_options.one_of(CALIBRATION_METHODS),
                                      metavar="NAME")  # fmt: skip
     percentile: float = option(PERCENTILE, "the percentile of --calibration-method percentile",
                                check=_options.in_range(low=50, high=100, low_open=True), parse=_options.parse_float,
@@ -53,6 +54,8 @@ class ExportOptions:
     int16_activations: int = option(0, "int8 .onnx: keep the first N quantized activations (the input first) in "
                                     "16 bits", check=_validation.non_negative_int, parse=_options.parse_int,
                                     metavar="N")  # fmt: skip
+    float_ops: int = option(0, "int8 .tflite: keep the first N operators (the stem first) in float32",
+                            check=_validation.non_negative_int, parse=_options.parse_int, metavar="N")
     qat_epochs: int = option(0, "int8: epochs of quantization-aware fine-tuning on the training images of --data, "
                              "distilled from MODEL (0: none)", check=_validation.non_negative_int,
                              parse=_options.parse_int, metavar="N")  # fmt: skip
@@ -169,13 +172,13 @@ def run(args):
     fmt = format_of(args.output, "OUT")
     # refused before any work: the same check `export_model` makes, in the flags' words
     int8_options(fmt, options.quantize, options.calibration_method, options.percentile,
-                 options.int16_activations, spell=_flag_spelling)  # fmt: skip
+                 options.int16_activations, options.float_ops, spell=_flag_spelling)  # fmt: skip
     model = float32_model(_args.load_model(args.model, unsafe=args.unsafe))  # once: the calls below reuse it
     calibration = _calibration(options, model)
     exported, simulation, qat = _finetune(options, model, calibration, quiet=args.json)
     export = export_model(exported, args.output, quantize=options.quantize, calibration=calibration, fold=options.fold,
                           calibration_method=options.calibration_method, percentile=options.percentile,
-                          int16_activations=options.int16_activations)  # fmt: skip
+                          int16_activations=options.int16_activations, float_ops=options.float_ops)  # fmt: skip
     x, y, description = _check_inputs(options, model, calibration)
     check = check_export(model, args.output, x, y, quantize=options.quantize, threads=options.threads)
     check["inputs"] = description
@@ -214,7 +217,11 @@ def summary(result):
     if "int8" in export:
         int8 = export["int8"]
         method = f"percentile {int8['percentile']:g}" if int8["calibration_method"] == "percentile" else "min-max"
-        wide = f"; first {int8['int16_activations']} activations in 16 bits" if int8["int16_activations"] else ""
+        wide = ""
+        if int8.get("int16_activations"):
+            wide = f"; first {int8['int16_activations']} activations in 16 bits"
+        if int8.get("float_ops"):
+            wide = f"; first {int8['float_ops']} operators in float32"
         lines.insert(1, f"int8 calibration: {export['calibration_images']} images, {method} ranges{wide}")
     if "qat" in result:
         qat = result["qat"]

@@ -16,7 +16,7 @@ INT8_AGREEMENT = 0.99
 
 
 def export_model(model, path, *, quantize="none", calibration=None, fold=True, calibration_method="minmax",
-                 percentile=_writers.PERCENTILE, int16_activations=0):  # fmt: skip
+                 percentile=_writers.PERCENTILE, int16_activations=0, float_ops=0):  # fmt: skip
     """Writes `model` for ONNX Runtime (`.onnx`) or LiteRT (`.tflite`); returns what was written.
 
     Args:
@@ -28,10 +28,12 @@ def export_model(model, path, *, quantize="none", calibration=None, fold=True, c
             normalized as in training (a few hundred are enough).
         fold: fold BatchNormalization into the kernel and bias before it first
             (`fold_batch_norm`); the exported graph has no normalization left there.
-        calibration_method: int8 activation ranges, "minmax" or (ONNX only) "percentile"
-            of each activation's absolute values (`percentile`, in %).
+        calibration_method: int8 activation ranges, "minmax" or "percentile" of each
+            activation's absolute values (`percentile`, in %).
         int16_activations: ONNX only: this many of the first quantized activations (the
             input first, in graph order) kept in 16 bits; 0 keeps all in 8 bits.
+        float_ops: LiteRT only: this many of the first operators (graph order, the stem
+            first) kept in float32; 0 quantizes all.
 
     Returns:
         A JSON-ready dict: path, format, backend, quantize, folded/left BatchNormalization
@@ -43,7 +45,8 @@ def export_model(model, path, *, quantize="none", calibration=None, fold=True, c
         MissingPackageError: an exporter or runtime package is missing (an ImportError).
     """
     _validation.choice(quantize, _formats.QUANTIZATIONS, "quantize")
-    settings = int8_options(_formats.format_of(path), quantize, calibration_method, percentile, int16_activations)
+    settings = int8_options(_formats.format_of(path), quantize, calibration_method, percentile, int16_activations,
+                            float_ops)  # fmt: skip
     fmt = _formats.check_request(path, quantize)
     _validation.boolean(fold, "fold")
     if quantize == "int8":
@@ -65,7 +68,7 @@ def export_model(model, path, *, quantize="none", calibration=None, fold=True, c
     if fmt == "onnx":
         _writers.write_onnx(folded, path, calibration, **settings)
     else:
-        _writers.write_litert(folded, path, calibration)
+        _writers.write_litert(folded, path, calibration, **settings)
     return {
         "path": str(path),
         "format": fmt,
@@ -83,29 +86,43 @@ def _python_spelling(name, value=None):
     return name if value is None else f"{name}={value!r}"
 
 
-def int8_options(fmt, quantize, calibration_method, percentile, int16_activations, spell=_python_spelling):
-    """The ONNX quantizer's settings, checked: percentile and 16-bit activations are ONNX-only.
+def int8_options(fmt, quantize, calibration_method, percentile, int16_activations, float_ops=0,
+                 spell=_python_spelling):  # fmt: skip
+    """The quantizer's settings, checked: 16-bit activations are ONNX-only, float32 operators LiteRT-only.
 
     `spell(name)` and `spell(name, value)` write an argument in the errors: Python's
     `name=value` by default; the CLI passes its flags' spelling.
     """
     _writers.check_range_method(calibration_method, percentile, spell("calibration_method"), spell("percentile"))
     _validation.non_negative_int(int16_activations, spell("int16_activations"))
-    changed = {"calibration_method": calibration_method != "minmax", "int16_activations": int16_activations != 0}
-    for name, value in (("calibration_method", calibration_method), ("int16_activations", int16_activations)):
-        if changed[name] and quantize != "int8":
+    _validation.non_negative_int(float_ops, spell("float_ops"))
+    settings = {"calibration_method": calibration_method, "int16_activations": int16_activations,
+                "float_ops": float_ops}  # fmt: skip
+    defaults = {"calibration_method": "minmax", "int16_activations": 0, "float_ops": 0}
+    only_in = {
+        "int16_activations": ("onnx", f"an .onnx file: LiteRT cannot mix 8- and 16-bit activations "
+                                      f"({spell('float_ops')} keeps its first operators in float32 instead)"),
+        "float_ops": ("litert", f"a .tflite file (for ONNX Runtime, {spell('int16_activations')} keeps the first "
+                                f"activations in 16 bits)"),
+    }  # fmt: skip
+    for name, value in settings.items():
+        if value == defaults[name]:
+            continue
+        if quantize != "int8":
             raise ValueError(
                 f"{spell(name)} is used only with {spell('quantize', 'int8')}. Received: {spell(name, value)}"
             )
-        if changed[name] and fmt != "onnx":
+        if name in only_in and fmt != only_in[name][0]:
             raise ValueError(
-                f"{spell(name)} other than the default needs an .onnx file: LiteRT's converter calibrates "
-                f"min-max with 8-bit activations only. Received: {spell(name, value)}"
+                f"{spell(name)} other than the default needs {only_in[name][1]}. Received: {spell(name, value)}"
             )
-    options = {"calibration_method": calibration_method, "int16_activations": int16_activations}
+    if fmt == "onnx":
+        settings.pop("float_ops")
+    else:
+        settings.pop("int16_activations")
     if calibration_method == "percentile":
-        options["percentile"] = percentile
-    return options
+        settings["percentile"] = percentile
+    return settings
 
 
 def check_export(model, path, x, y=None, *, quantize="none", threads=None, batch_size=64):

@@ -18,10 +18,12 @@ Sec. 3.2). Here:
   merge and average, the logits and the softmax. Max-pooling, flatten and reshape keep
   their input's grid. Gradients pass the rounding straight through inside the range
   and stop outside it (Bengio et al. 2013; Jacob et al. 2018, Sec. 3.1).
-- The ONNX-only export options are simulated too: percentile ranges (each activation's
-  range clipped at the percentile of its absolute values, from a 2,048-bin histogram
-  over the calibration set, as ONNX Runtime's calibrator does) and the first N
-  activations, in graph order, on 65,536 levels instead of 256.
+- The export options are simulated too: percentile ranges (each activation's range
+  clipped at the percentile of its absolute values, from a 2,048-bin histogram over the
+  calibration set, as ONNX Runtime's calibrator does; `sepconv.export._ranges`) and
+  ONNX's first N activations, in graph order, on 65,536 levels instead of 256. LiteRT's
+  `float_ops` is not: the simulation rounds those operators as a fully int8 file would,
+  so fine-tuning prepares for a little more rounding than the file has.
 - The target is the float model's own output distribution (Hinton et al. 2015,
   temperature 1), not the labels: the int8 file should answer what the float model
   answers. Ranges come from the same calibration images the export then uses, before
@@ -35,13 +37,13 @@ from keras import ops
 from sepconv import _validation, kernels
 from sepconv._schedules import warmup_cosine
 from sepconv.export._folding import float32_model, fold_batch_norm
-from sepconv.export._writers import PERCENTILE, check_calibration, check_range_method
+from sepconv.export._ranges import PERCENTILE, AbsoluteHistograms, clipped
+from sepconv.export._writers import check_calibration, check_range_method
 from sepconv.layers import BaseDepthwiseSeparableConv
 
 WEIGHT_LEVELS = 127  # signed int8, symmetric: [-127, 127] (ONNX Runtime, TFLite)
 ACTIVATION_LEVELS = 255  # unsigned int8 with a zero point: [0, 255]
 WIDE_LEVELS = 65535  # unsigned int16, for `int16_activations`
-HISTOGRAM_BINS = 2048  # ONNX Runtime's percentile calibrator's
 _SAME_GRID = (
     keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D, keras.layers.Flatten,
     keras.layers.Reshape, keras.layers.Dropout, keras.layers.InputLayer, keras.layers.GlobalMaxPooling1D,
@@ -301,7 +303,7 @@ class SimulatedInt8:
 
         `method`: "minmax" (the [min, max]) or "percentile": [-t, t] within [min, max], `t`
         the `percentile` of the absolute values over all of `images`, read from a
-        histogram of `HISTOGRAM_BINS` bins on [0, max |x|] as ONNX Runtime reads it.
+        histogram as ONNX Runtime reads it (`sepconv.export._ranges`).
         """
         check_range_method(method, percentile, name="method")
         self.set_enabled(False)
@@ -313,7 +315,7 @@ class SimulatedInt8:
             low, high = np.minimum(low, values[:, 0]), np.maximum(high, values[:, 1])
         if method == "percentile":
             threshold = self._percentiles(images, batch_size, np.maximum(-low, high), percentile)
-            low, high = np.maximum(low, -threshold), np.minimum(high, threshold)
+            low, high = clipped(low, high, threshold)
         for quantizer, minimum, maximum in zip(self.quantizers, low, high):
             minimum, maximum = quantizer.fixed_range or (minimum, maximum)  # probabilities: [0, 1] as the runtimes
             quantizer.minimum.assign(minimum)
@@ -321,17 +323,13 @@ class SimulatedInt8:
         self.set_enabled(True)
 
     def _percentiles(self, images, batch_size, largest, percentile):
-        """Per rounded tensor: the `percentile` of |x| on `images`, to a histogram bin's lower edge."""
-        counts = np.zeros((len(self.quantizers), HISTOGRAM_BINS), np.int64)
+        """Per rounded tensor: the `percentile` of |x| on `images`."""
+        histograms = AbsoluteHistograms(largest)
         for start in range(0, len(images), batch_size):
             tensors = self._rounded.predict_on_batch(images[start : start + batch_size])
             for i, tensor in enumerate(tensors):
-                values = np.abs(keras.ops.convert_to_numpy(tensor)).ravel()
-                counts[i] += np.histogram(values, HISTOGRAM_BINS, range=(0.0, max(largest[i], 1e-12)))[0]
-        cdf = np.cumsum(counts, axis=1) / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)[None, :] * largest[:, None]
-        index = np.array([np.searchsorted(row, percentile / 100.0) for row in cdf])
-        return edges[np.arange(len(index)), index]
+                histograms.add(i, keras.ops.convert_to_numpy(tensor))
+        return histograms.thresholds(percentile)
 
     def finetune(self, images, teacher_outputs, *, epochs=1, batch_size=128, learning_rate=1e-3, verbose="auto"):
         """Fits the simulation to the float model's output distribution on `images`; returns Keras' history.

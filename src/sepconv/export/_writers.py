@@ -18,15 +18,17 @@ calibration set; Jacob et al. 2018):
   quantization is not offered: ONNX Runtime's CPU provider has no kernel for
   dynamically quantized convolutions (ConvInteger).
 
-  Two ONNX-only options trade a little of that for agreement with the float model:
-  `calibration_method="percentile"` sets each activation's range from a percentile of its
-  absolute values instead of min-max (ONNX Runtime's histogram calibrator), so one rare
-  large value no longer widens every step of the grid; `int16_activations=N` keeps the
-  first N quantized activations (the input, then the stem's outputs, in graph order) in
-  16 bits (ONNX Runtime's mixed-precision QDQ, `com.microsoft` Q/DQ operators): the
-  early layers, where a rounding error has the whole network to grow through, cost
-  little there because they have the fewest channels. LiteRT's converter offers
-  neither (min-max ranges, one bit width), so neither is accepted for `.tflite`.
+  Options that trade a little speed or size for agreement with the float model:
+  `calibration_method="percentile"` (both formats) sets each activation's range from a
+  percentile of its absolute values instead of min-max (ONNX Runtime's histogram
+  calibrator; for LiteRT the same reading of the calibrated file, `_litert_int8`), so one
+  rare large value no longer widens every step of the grid. The early layers, where a
+  rounding error has the whole network to grow through, can stay wider: in ONNX,
+  `int16_activations=N` keeps the first N quantized activations (the input, then the
+  stem's outputs, in graph order) in 16 bits (mixed-precision QDQ, `com.microsoft` Q/DQ
+  operators); LiteRT cannot mix 8- and 16-bit activations, so there `float_ops=N` keeps
+  the first N operators in float32 (selective quantization). They cost little where the
+  channels are few.
 """
 
 import contextlib
@@ -40,11 +42,11 @@ import numpy as np
 
 from sepconv import _validation, kernels
 from sepconv._atomic import atomic_path
-from sepconv.export import _runtime
+from sepconv.export import _litert_int8, _runtime
+from sepconv.export._ranges import PERCENTILE
 
 _CALIBRATION_BATCH = 32
 CALIBRATION_METHODS = ("minmax", "percentile")
-PERCENTILE = 99.999  # ONNX Runtime's default for its percentile calibrator
 
 
 @contextlib.contextmanager
@@ -164,12 +166,13 @@ def _input_name(onnx_path):
     return session.get_inputs()[0].name
 
 
-def write_litert(model, path, calibration=None):
+def write_litert(model, path, calibration=None, calibration_method="minmax", percentile=PERCENTILE, float_ops=0):
     """Writes `model` to `path` as LiteRT builtins only, float32, or int8 with `calibration` images.
 
     Builtin operators only (no `SELECT_TF_OPS`, which Keras allows by default): a model
     that needs TensorFlow kernels inside LiteRT is refused here rather than written as
-    a file the plain LiteRT runtime cannot run.
+    a file the plain LiteRT runtime cannot run. Percentile ranges and `float_ops` take
+    the converter's calibration and quantization apart (`sepconv.export._litert_int8`).
     """
     import tensorflow as tf
 
@@ -186,7 +189,21 @@ def write_litert(model, path, calibration=None):
             "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
         }
     with atomic_path(path, suffix=".tflite") as temp:
-        _export(model, temp, "litert", **options)
+        if calibration is None or (calibration_method == "minmax" and not float_ops):
+            _export(model, temp, "litert", **options)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            calibrated_path = os.path.join(folder, "calibrated.tflite")
+            _export(model, calibrated_path, "litert", _experimental_calibrate_only=True, **options)
+            with open(calibrated_path, "rb") as file:
+                calibrated = file.read()
+        if calibration_method == "percentile":
+            calibrated = _litert_int8.clip_ranges(calibrated, calibration, percentile)
+        with _quiet():
+            quantized = _litert_int8.quantize(calibrated, float_ops)
+        with open(temp, "wb") as file:
+            file.write(quantized)
+        _runtime.LiteRT(temp).load()
 
 
 def check_range_method(method, percentile, name="calibration_method", percentile_name="percentile"):
