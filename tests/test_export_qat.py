@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 from helpers import BACKEND
-from test_export import SHAPE, model, needs_onnx  # noqa: F401 (`model`: the fixture, a tiny model with every BN kind)
+from test_export import SHAPE, model, needs_litert, needs_onnx  # noqa: F401 (`model`: the fixture, a tiny model with every BN kind)
 
 from sepconv.cli import main
 from sepconv.export import (
@@ -117,6 +117,29 @@ def test_percentile_ranges_and_16_bit_activations_are_simulated_as_onnx_runtime_
     # ONNX Runtime repeats a scale where an operator keeps its input's grid; histogram bins differ slightly.
     theirs = sorted(set(scale for _, scale, _ in written))
     np.testing.assert_allclose(theirs, sorted(ours), rtol=5e-3)
+
+
+@needs_litert
+def test_percentile_ranges_are_simulated_as_litert_writes_them(model, images, tmp_path):
+    from tensorflow.lite.tools import flatbuffer_utils as fb
+
+    path = str(tmp_path / "m-int8.tflite")
+    export_model(model, path, quantize="int8", calibration=images, calibration_method="percentile", percentile=99.0)
+    file = fb.read_model(path)
+    written = set()
+    for tensor in file.subgraphs[0].tensors:  # int8 activations: one scale, no constant data
+        constant = tensor.buffer > 0 and file.buffers[tensor.buffer].data is not None
+        if fb.type_to_name(tensor.type) == "INT8" and len(tensor.quantization.scale) == 1 and not constant:
+            written.add(round(float(tensor.quantization.scale[0]), 7))
+    simulation = SimulatedInt8(model)
+    simulation.calibrate(images, batch_size=len(images), method="percentile", percentile=99.0)
+    ours = {(max(float(q.maximum), 0) - min(float(q.minimum), 0)) / 255 for q in simulation.quantizers}
+    minmax = SimulatedInt8(model)
+    minmax.calibrate(images, batch_size=len(images))
+    # LiteRT's softmax output has its fixed grid (1/256); every other rounded tensor is the simulation's.
+    for scale in ours - {1 / 255}:
+        assert min(abs(scale - w) for w in written) <= 5e-3 * scale, scale
+    assert {(max(float(q.maximum), 0) - min(float(q.minimum), 0)) / 255 for q in minmax.quantizers} != ours
 
 
 def test_finetuning_trains_the_folded_float_model_it_exports(model, images):
