@@ -41,3 +41,18 @@ for model in ../../../runs/fast-dsc_resnet10/dsc_resnet10/best.keras ../../../ru
   sepconv export $model $name-qat-pct-a16.onnx $common --calibration-method percentile --int16-activations 2 \
     --qat-epochs 1 --output-json check-$name-qat-int8-percentile-a16-onnx.json > /dev/null || true
 done
+# LiteRT int8 with percentile ranges and the first operators in float32, on the `fast` dsc_resnet10 (rerun of
+# docs/results/fast-dsc_resnet10's command, --out runs/fast-dsc_resnet10): settings chosen on held-out training images,
+# then the test set once, post-training and after one epoch of QAT; what the float32 operators cost.
+model=../../../runs/fast-dsc_resnet10/dsc_resnet10/best.keras
+python select_int8.py $model --format tflite --output select-dsc_resnet10-tflite.json  # float_ops 0-2
+python select_int8.py $model --format tflite --ranges 99.99 99.999 --counts 3 4 6 --output select-dsc_resnet10-tflite-more.json
+common="--quantize int8 --calibration-size 1024 --data $SEPCONV_DATA --json"
+sepconv export $model dsc_resnet10-pct.tflite $common --calibration-method percentile \
+  --output-json check-dsc_resnet10-int8-percentile-tflite.json > /dev/null || true
+sepconv export $model dsc_resnet10-pct-f3.tflite $common --calibration-method percentile --float-ops 3 \
+  --output-json check-dsc_resnet10-int8-percentile-f3-tflite.json > /dev/null || true
+sepconv export $model dsc_resnet10-qat-pct-f3.tflite $common --calibration-method percentile --float-ops 3 \
+  --qat-epochs 1 --output-json check-dsc_resnet10-qat-int8-percentile-f3-tflite.json > /dev/null || true
+sepconv bench export vgg_separable dsc_resnet10 --format litert --precision float32 int8 int8-f32 --float-ops 3 \
+  --threads 1 --output bench-int8-f32-tensorflow.json

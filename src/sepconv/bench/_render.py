@@ -224,7 +224,7 @@ def export_table(result):
         title=f"sepconv bench export: single image and batch {config['batch_size']}, {config['threads']} runtime threads",
         caption=escape(
             "ms: median [first-third quartile]. x first: time of the first model / this model's (same runtime, "
-            "precision, call). int8 x: float32 time / int8 (or int8-a16) time."
+            "precision, call). int8 x: float32 time / int8 (int8-a16, int8-f32) time."
         ),
     )
     for column in ("model", "runtime", "precision", "MACs", "MB", "1 image ms", "x first", "int8 x",
