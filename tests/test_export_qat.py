@@ -142,6 +142,23 @@ def test_percentile_ranges_are_simulated_as_litert_writes_them(model, images, tm
     assert {(max(float(q.maximum), 0) - min(float(q.minimum), 0)) / 255 for q in minmax.quantizers} != ours
 
 
+@needs_litert
+def test_float_ops_are_simulated_as_litert_writes_them(model, images, tmp_path):
+    path = str(tmp_path / "m-int8.tflite")
+    export_model(model, path, quantize="int8", calibration=images, float_ops=3)
+    got = open_runtime(path)(images)
+    simulations = {n: SimulatedInt8(model, float_ops=n) for n in (0, 3)}
+    for simulation in simulations.values():
+        simulation.calibrate(images, batch_size=len(images))
+    assert len(simulations[3].quantizers) < len(simulations[0].quantizers)  # the float32 region rounds less
+    gaps = {n: np.abs(got - _numpy(s.simulated(images))).max() for n, s in simulations.items()}
+    # Rounding in the same places, the file and the simulation differ by a few levels; rounding the
+    # three float32 operators too, by more.
+    assert gaps[3] <= 3 / 255 + 1e-6 and gaps[0] > gaps[3]
+    steps = [layer for layer in simulations[3].simulated.layers if layer.name.endswith(("_int8", "_float32"))]
+    assert [layer.rounded for layer in steps[:4]] == [False, False, False, True]
+
+
 def test_finetuning_trains_the_folded_float_model_it_exports(model, images):
     before = [w.copy() for w in model.get_weights()]
     keras.utils.set_random_seed(0)

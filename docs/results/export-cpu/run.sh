@@ -54,5 +54,7 @@ sepconv export $model dsc_resnet10-pct-f3.tflite $common --calibration-method pe
   --output-json check-dsc_resnet10-int8-percentile-f3-tflite.json > /dev/null || true
 sepconv export $model dsc_resnet10-qat-pct-f3.tflite $common --calibration-method percentile --float-ops 3 \
   --qat-epochs 1 --output-json check-dsc_resnet10-qat-int8-percentile-f3-tflite.json > /dev/null || true
+# (check-dsc_resnet10-qat-int8-percentile-f3-unsimulated-tflite.json: the same command at commit 1c031a6, whose QAT
+# simulation still rounded the float32 operators)
 sepconv bench export vgg_separable dsc_resnet10 --format litert --precision float32 int8 int8-f32 --float-ops 3 \
   --threads 1 --output bench-int8-f32-tensorflow.json

@@ -138,7 +138,7 @@ def _finetune(options, model, calibration, quiet):
     tuned = finetune_for_int8(model, images, calibration, epochs=options.qat_epochs,
                               learning_rate=options.qat_learning_rate, verbose=verbose,
                               calibration_method=options.calibration_method, percentile=options.percentile,
-                              int16_activations=options.int16_activations)  # fmt: skip
+                              int16_activations=options.int16_activations, float_ops=options.float_ops)  # fmt: skip
     record = {
         "epochs": options.qat_epochs,
         "images": len(images),

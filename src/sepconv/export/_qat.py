@@ -22,8 +22,10 @@ Sec. 3.2). Here:
   clipped at the percentile of its absolute values, from a 2,048-bin histogram over the
   calibration set, as ONNX Runtime's calibrator does; `sepconv.export._ranges`) and
   ONNX's first N activations, in graph order, on 65,536 levels instead of 256. LiteRT's
-  `float_ops` is not: the simulation rounds those operators as a fully int8 file would,
-  so fine-tuning prepares for a little more rounding than the file has.
+  `float_ops=N` keeps the first N linear steps (in the order the layers are called, as
+  the converter orders the operators when those come first) with float32 weights and
+  outputs; a tensor they leave is rounded where an int8 step reads it, as LiteRT's
+  quantize operators do.
 - The target is the float model's own output distribution (Hinton et al. 2015,
   temperature 1), not the labels: the int8 file should answer what the float model
   answers. Ranges come from the same calibration images the export then uses, before
@@ -54,11 +56,12 @@ _RELU_NAMES = ("relu", "relu6")
 
 
 def finetune_for_int8(model, images, calibration, *, epochs=1, learning_rate=1e-3, batch_size=128, verbose="auto",
-                      calibration_method="minmax", percentile=PERCENTILE, int16_activations=0):  # fmt: skip
+                      calibration_method="minmax", percentile=PERCENTILE, int16_activations=0,
+                      float_ops=0):  # fmt: skip
     """Quantization-aware fine-tuning of `model` (module docstring); returns the `SimulatedInt8`.
 
     Export its `float_model` with `export_model(..., quantize="int8", calibration=calibration)`
-    and the same `calibration_method`, `percentile` and `int16_activations`: the same
+    and the same `calibration_method`, `percentile`, `int16_activations` and `float_ops`: the same
     calibration images and settings, so the file rounds where the simulation did. `model`
     itself is not modified.
 
@@ -67,7 +70,7 @@ def finetune_for_int8(model, images, calibration, *, epochs=1, learning_rate=1e-
         images: float32 training images, normalized as in training (no labels needed).
         calibration: float32 images for the activation ranges (a few hundred).
         epochs: passes over `images`; learning_rate: SGD's at the start of its cosine decay.
-        calibration_method, percentile, int16_activations: as `export_model`'s.
+        calibration_method, percentile, int16_activations, float_ops: as `export_model`'s.
     """
     images = check_calibration(images, model, name="images")
     calibration = check_calibration(calibration, model)
@@ -76,7 +79,7 @@ def finetune_for_int8(model, images, calibration, *, epochs=1, learning_rate=1e-
     _validation.positive_int(batch_size, "batch_size")
     check_range_method(calibration_method, percentile)
     model = float32_model(model)  # what export_model writes
-    simulation = SimulatedInt8(model, int16_activations=int16_activations)
+    simulation = SimulatedInt8(model, int16_activations=int16_activations, float_ops=float_ops)
     simulation.calibrate(calibration, method=calibration_method, percentile=percentile)
     teacher = model.predict(images, batch_size=256, verbose=0)
     simulation.finetune(images, teacher, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
@@ -133,15 +136,15 @@ class ActivationQuantizer(keras.layers.Layer):
 class _QuantizedStep(keras.layers.Layer):
     """One linear step of `source` with int8 weights; uses (and trains) `source`'s own variables."""
 
-    def __init__(self, source, step, **kwargs):
-        super().__init__(name=f"{source.name}_{step}_int8", **kwargs)
-        self.source, self.step = source, step
+    def __init__(self, source, step, rounded=True, **kwargs):
+        super().__init__(name=f"{source.name}_{step}_{'int8' if rounded else 'float32'}", **kwargs)
+        self.source, self.step, self.rounded = source, step, rounded
 
     def build(self, input_shape):
         self.enabled = self.add_weight(shape=(), initializer="ones", trainable=False, name="enabled")
 
     def _quantized(self, kernel, channel_axes):
-        return quantize_weight(kernel, channel_axes, self.enabled)
+        return quantize_weight(kernel, channel_axes, self.enabled) if self.rounded else kernel
 
     def call(self, x):
         layer = self.source
@@ -221,8 +224,14 @@ class SimulatedInt8:
     when the model ends without a softmax.
     """
 
-    def __init__(self, model, int16_activations=0):
+    def __init__(self, model, int16_activations=0, float_ops=0):
         self.int16_activations = _validation.non_negative_int(int16_activations, "int16_activations")
+        self.float_ops = _validation.non_negative_int(float_ops, "float_ops")
+        if int16_activations and float_ops:
+            raise ValueError(
+                "int16_activations (ONNX) and float_ops (LiteRT) belong to different formats. "
+                f"Received: int16_activations={int16_activations}, float_ops={float_ops}"
+            )
         self.float_model, self.folded_batch_norm = fold_batch_norm(model)
         if len(self.float_model.inputs) != 1 or len(self.float_model.outputs) != 1:
             raise ValueError(
@@ -242,7 +251,10 @@ class SimulatedInt8:
     def _build(self):
         model = self.float_model
         relu_fed = _fed_to_relu_only(model)
-        origin, quantized_input, logits = {}, {}, []
+        origin, rounded_copies, logits = {}, {}, []
+        # Tensors left in float32 (the model input, float32 operators' outputs): rounded where an int8 step reads them.
+        unrounded = set()
+        steps_made = 0
         for layer in model.layers:
             if layer.weights and not isinstance(layer, keras.layers.InputLayer):
                 _steps(layer)  # refuse unsupported layers before building anything
@@ -252,26 +264,47 @@ class SimulatedInt8:
             origin[id(new)] = layer
             return new
 
+        def int8_input(tensor):
+            """`tensor` as an int8 step reads it: rounded once, however many steps read it."""
+            history = getattr(tensor, "_keras_history", None)
+            is_input = history is not None and isinstance(history.operation, keras.layers.InputLayer)
+            if not (is_input or id(tensor) in unrounded):
+                return tensor
+            if id(tensor) not in rounded_copies:
+                rounded_copies[id(tensor)] = self._quantizer(tensor)
+            return rounded_copies[id(tensor)]
+
         def call(layer, *args, **kwargs):
+            nonlocal steps_made
             old = origin[id(layer)]
-            args = keras.tree.map_structure(lambda t: self._input(t, quantized_input), args)
             if not old.weights:
-                y = layer(*args, **kwargs)
+                inputs = keras.tree.flatten(args)
+                if _is_relu(old) and inputs and all(id(t) in unrounded for t in inputs):
+                    y = layer(*args, **kwargs)  # fused into the float32 operator before it
+                    unrounded.add(id(y))
+                    return y
+                y = layer(*keras.tree.map_structure(int8_input, args), **kwargs)
                 if isinstance(old, _SAME_GRID) or id(old) in relu_fed:
                     return y
                 return self._quantizer(y)
             x = args[0]
             steps = _steps(old)
             for i, (step, activation) in enumerate(steps):
-                x = _QuantizedStep(old, step)(x)
+                rounded = steps_made >= self.float_ops
+                steps_made += 1
+                if rounded:
+                    x = int8_input(x)
+                x = _QuantizedStep(old, step, rounded)(x)
                 name = _activation_name(activation)
-                if name not in (None, "linear") and name not in _RELU_NAMES:
+                if rounded and name not in (None, "linear") and name not in _RELU_NAMES:
                     x = self._quantizer(x)  # the runtimes round before a softmax or sigmoid, too
                     if name == "softmax":
                         logits.append(x)
                 if name not in (None, "linear"):
                     x = keras.layers.Activation(activation)(x)
-                if not (i == len(steps) - 1 and id(old) in relu_fed):
+                if not rounded:
+                    unrounded.add(id(x))
+                elif not (i == len(steps) - 1 and id(old) in relu_fed):
                     x = self._quantizer(x, (0.0, 1.0) if name in ("softmax", "sigmoid") else None)
             return x
 
@@ -282,15 +315,6 @@ class SimulatedInt8:
         rounded = [q._inbound_nodes[0].input_tensors[0] for q in self.quantizers]
         self._ranges = keras.Model(self.simulated.inputs, [ops.stack([ops.min(t), ops.max(t)]) for t in rounded])
         self._rounded = keras.Model(self.simulated.inputs, rounded)
-
-    def _input(self, tensor, cache):
-        """The model input, rounded once, wherever a layer reads it."""
-        history = getattr(tensor, "_keras_history", None)
-        if history is None or not isinstance(history.operation, keras.layers.InputLayer):
-            return tensor
-        if id(tensor) not in cache:
-            cache[id(tensor)] = self._quantizer(tensor)
-        return cache[id(tensor)]
 
     def set_enabled(self, enabled):
         """Rounding on (the int8 simulation) or off (the float network, up to float32 rounding)."""
