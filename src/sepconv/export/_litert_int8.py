@@ -74,16 +74,21 @@ def clip_ranges(calibrated, calibration, percentile):
     return bytes(flatbuffer.convert_object_to_bytearray(model))
 
 
+def check_float_ops(calibrated, float_ops):
+    """Raises a ValueError when `float_ops` exceeds the calibrated model's operators."""
+    count = len(operator_outputs(calibrated))
+    if float_ops > count:
+        raise ValueError(
+            f"float_ops must be at most the model's {count} LiteRT operators. Received: float_ops={float_ops}"
+        )
+
+
 def quantize(calibrated, float_ops=0):
     """int8 LiteRT bytes from a calibrated model: float32 input and output, the first `float_ops` ops in float32."""
     import tensorflow as tf
     from tensorflow.lite.python import convert
 
     outputs = operator_outputs(calibrated)
-    if float_ops > len(outputs):
-        raise ValueError(
-            f"float_ops must be at most the model's {len(outputs)} LiteRT operators. Received: float_ops={float_ops}"
-        )
     return convert.mlir_quantize(
         calibrated,
         input_data_type=tf.float32,

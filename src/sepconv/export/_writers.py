@@ -88,9 +88,11 @@ def _export(model, temp, fmt, **options):
     except ImportError:
         raise
     except Exception as error:  # converter and runtime errors (ConverterError, tf2onnx, torch.onnx, ORT)
-        raise ValueError(
-            f"The model cannot be exported to {fmt}: {_reason(error)}. Received: model={model.name}"
-        ) from error
+        raise _refused(model, fmt, error) from error
+
+
+def _refused(model, fmt, error):
+    return ValueError(f"The model cannot be exported to {fmt}: {_reason(error)}. Received: model={model.name}")
 
 
 def write_onnx(model, path, calibration=None, calibration_method="minmax", percentile=PERCENTILE,
@@ -199,11 +201,15 @@ def write_litert(model, path, calibration=None, calibration_method="minmax", per
                 calibrated = file.read()
         if calibration_method == "percentile":
             calibrated = _litert_int8.clip_ranges(calibrated, calibration, percentile)
-        with _quiet():
-            quantized = _litert_int8.quantize(calibrated, float_ops)
-        with open(temp, "wb") as file:
-            file.write(quantized)
-        _runtime.LiteRT(temp).load()
+        _litert_int8.check_float_ops(calibrated, float_ops)
+        try:
+            with _quiet():
+                quantized = _litert_int8.quantize(calibrated, float_ops)
+            with open(temp, "wb") as file:
+                file.write(quantized)
+            _runtime.LiteRT(temp).load()
+        except Exception as error:  # the MLIR quantizer's and the runtime's errors
+            raise _refused(model, "litert", error) from error
 
 
 def check_range_method(method, percentile, name="calibration_method", percentile_name="percentile"):
