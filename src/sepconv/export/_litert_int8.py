@@ -17,6 +17,8 @@ calibrated model:
   the whole network to grow through, exact).
 """
 
+import warnings
+
 import numpy as np
 
 from sepconv.export._ranges import AbsoluteHistograms, clipped
@@ -40,7 +42,7 @@ def _ranged_tensors(subgraph):
     return ranged
 
 
-def operator_outputs(calibrated):
+def _operator_outputs(calibrated):
     """The name of each operator's first output in a (calibrated) LiteRT model, in graph order."""
     subgraph = _flatbuffer().convert_bytearray_to_object(bytearray(calibrated)).subgraphs[0]
     return [subgraph.tensors[op.outputs[0]].name.decode() for op in subgraph.operators]
@@ -57,7 +59,9 @@ def clip_ranges(calibrated, calibration, percentile):
     low = np.array([subgraph.tensors[i].quantization.min[0] for i in ranged], np.float64)
     high = np.array([subgraph.tensors[i].quantization.max[0] for i in ranged], np.float64)
     histograms = AbsoluteHistograms(np.maximum(-low, high))
-    interpreter = Interpreter(model_content=bytes(calibrated), experimental_preserve_all_tensors=True)
+    with warnings.catch_warnings():  # keeping every tensor is what this reading needs, not a debugging leftover
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+        interpreter = Interpreter(model_content=bytes(calibrated), experimental_preserve_all_tensors=True)
     image = interpreter.get_input_details()[0]["index"]
     for start in range(0, len(calibration), _BATCH):
         batch = calibration[start : start + _BATCH]
@@ -76,7 +80,7 @@ def clip_ranges(calibrated, calibration, percentile):
 
 def check_float_ops(calibrated, float_ops):
     """Raises a ValueError when `float_ops` exceeds the calibrated model's operators."""
-    count = len(operator_outputs(calibrated))
+    count = len(_operator_outputs(calibrated))
     if float_ops > count:
         raise ValueError(
             f"float_ops must be at most the model's {count} LiteRT operators. Received: float_ops={float_ops}"
@@ -88,7 +92,7 @@ def quantize(calibrated, float_ops=0):
     import tensorflow as tf
     from tensorflow.lite.python import convert
 
-    outputs = operator_outputs(calibrated)
+    outputs = _operator_outputs(calibrated)
     return convert.mlir_quantize(
         calibrated,
         input_data_type=tf.float32,
