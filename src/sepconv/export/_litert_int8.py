@@ -42,12 +42,6 @@ def _ranged_tensors(subgraph):
     return ranged
 
 
-def _operator_outputs(calibrated):
-    """The name of each operator's first output in a (calibrated) LiteRT model, in graph order."""
-    subgraph = _flatbuffer().convert_bytearray_to_object(bytearray(calibrated)).subgraphs[0]
-    return [subgraph.tensors[op.outputs[0]].name.decode() for op in subgraph.operators]
-
-
 def clip_ranges(calibrated, calibration, percentile):
     """`calibrated` (bytes) with each activation's range clipped at the `percentile` of |x| on `calibration`."""
     from ai_edge_litert.interpreter import Interpreter
@@ -78,24 +72,25 @@ def clip_ranges(calibrated, calibration, percentile):
     return bytes(flatbuffer.convert_object_to_bytearray(model))
 
 
-def check_float_ops(calibrated, float_ops):
-    """Raises a ValueError when `float_ops` exceeds the calibrated model's operators."""
-    count = len(_operator_outputs(calibrated))
-    if float_ops > count:
+def float_operators(calibrated, float_ops):
+    """Names of the first `float_ops` operators' outputs (graph order); a ValueError if there are fewer."""
+    subgraph = _flatbuffer().convert_bytearray_to_object(bytearray(calibrated)).subgraphs[0]
+    if float_ops > len(subgraph.operators):
         raise ValueError(
-            f"float_ops must be at most the model's {count} LiteRT operators. Received: float_ops={float_ops}"
+            f"float_ops must be at most the model's {len(subgraph.operators)} LiteRT operators. "
+            f"Received: float_ops={float_ops}"
         )
+    return [subgraph.tensors[op.outputs[0]].name.decode() for op in subgraph.operators[:float_ops]]
 
 
-def quantize(calibrated, float_ops=0):
-    """int8 LiteRT bytes from a calibrated model: float32 input and output, the first `float_ops` ops in float32."""
+def quantize(calibrated, float_operators=()):
+    """int8 LiteRT bytes from a calibrated model: float32 input and output, `float_operators` kept in float32."""
     import tensorflow as tf
     from tensorflow.lite.python import convert
 
-    outputs = _operator_outputs(calibrated)
     return convert.mlir_quantize(
         calibrated,
         input_data_type=tf.float32,
         output_data_type=tf.float32,
-        denylisted_nodes=outputs[:float_ops] or None,
+        denylisted_nodes=list(float_operators) or None,
     )

@@ -290,19 +290,19 @@ class SimulatedInt8:
             x = args[0]
             steps = _steps(old)
             for i, (step, activation) in enumerate(steps):
-                rounded = steps_made >= self.float_ops
+                int8_step = steps_made >= self.float_ops
                 steps_made += 1
-                if rounded:
+                if int8_step:
                     x = int8_input(x)
-                x = _QuantizedStep(old, step, rounded)(x)
+                x = _QuantizedStep(old, step, int8_step)(x)
                 name = _activation_name(activation)
-                if rounded and name not in (None, "linear") and name not in _RELU_NAMES:
+                if int8_step and name not in (None, "linear") and name not in _RELU_NAMES:
                     x = self._quantizer(x)  # the runtimes round before a softmax or sigmoid, too
                     if name == "softmax":
                         logits.append(x)
                 if name not in (None, "linear"):
                     x = keras.layers.Activation(activation)(x)
-                if not rounded:
+                if not int8_step:
                     unrounded.add(id(x))
                 elif not (i == len(steps) - 1 and id(old) in relu_fed):
                     x = self._quantizer(x, (0.0, 1.0) if name in ("softmax", "sigmoid") else None)

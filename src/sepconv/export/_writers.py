@@ -201,10 +201,10 @@ def write_litert(model, path, calibration=None, calibration_method="minmax", per
                 calibrated = file.read()
         if calibration_method == "percentile":
             calibrated = _litert_int8.clip_ranges(calibrated, calibration, percentile)
-        _litert_int8.check_float_ops(calibrated, float_ops)
+        float_operators = _litert_int8.float_operators(calibrated, float_ops)
         try:
             with _quiet():
-                quantized = _litert_int8.quantize(calibrated, float_ops)
+                quantized = _litert_int8.quantize(calibrated, float_operators)
             with open(temp, "wb") as file:
                 file.write(quantized)
             _runtime.LiteRT(temp).load()
