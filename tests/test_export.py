@@ -347,8 +347,17 @@ def test_litert_float_ops_keep_the_first_operators_in_float32(model, tmp_path):
     assert [kind for _, kind in kinds[0]][:3] == ["INT8"] * 3
     assert [kind for _, kind in kinds[2]][:3] == ["FLOAT32", "FLOAT32", "INT8"]
     assert [kind for _, kind in kinds[1]][1:] == [kind for _, kind in kinds[0]][1:]
-    with pytest.raises(ValueError, match=r"^float_ops must be at most the model's \d+ LiteRT operators\. "
-                                         r"Received: float_ops=1000$"):  # fmt: skip
+    # Counting convolution and dense operators: at the last (the dense head), everything before it is
+    # float32 too, the add and the pooling among them; only the softmax after it stays int8.
+    linear = [i for i, op in enumerate(computing) if op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    path = str(tmp_path / "all.tflite")
+    export_model(model, path, quantize="int8", calibration=calibration, float_ops=len(linear))
+    kinds_all = [(op, kind) for op, kind, _ in _litert_tensors(path) if op not in ("QUANTIZE", "DEQUANTIZE")]
+    assert [op for op, _ in kinds_all] == computing and {"ADD", "MAX_POOL_2D"} <= set(computing[: linear[-1]])
+    types = [kind for _, kind in kinds_all]  # (the flatten's shape operators compute in int32)
+    assert "INT8" not in types[: linear[-1] + 1] and set(types[linear[-1] + 1 :]) == {"INT8"}
+    with pytest.raises(ValueError, match=rf"^float_ops must be at most the model's {len(linear)} convolution and "
+                                         r"dense operators\. Received: float_ops=1000$"):  # fmt: skip
         export_model(model, str(tmp_path / "big.tflite"), quantize="int8", calibration=calibration, float_ops=1000)
     assert not os.path.exists(tmp_path / "big.tflite")
 

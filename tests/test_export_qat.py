@@ -157,6 +157,14 @@ def test_float_ops_are_simulated_as_litert_writes_them(model, images, tmp_path):
     assert gaps[3] <= 3 / 255 + 1e-6 and gaps[0] > gaps[3]
     steps = [layer for layer in simulations[3].simulated.layers if layer.name.endswith(("_int8", "_float32"))]
     assert [layer.rounded for layer in steps[:4]] == [False, False, False, True]
+    # Every convolution and dense operator in float32 (the file's count): the add and the pooling
+    # among them stay float32 in both, the softmax after the head is rounded in both.
+    path = str(tmp_path / "m-all.tflite")
+    export_model(model, path, quantize="int8", calibration=images, float_ops=len(steps))
+    every = SimulatedInt8(model, float_ops=len(steps))
+    every.calibrate(images, batch_size=len(images))
+    assert len(every.quantizers) == 2  # before the softmax and after it
+    assert np.abs(open_runtime(path)(images) - _numpy(every.simulated(images))).max() <= 3 / 255 + 1e-6
 
 
 def test_finetuning_trains_the_folded_float_model_it_exports(model, images):

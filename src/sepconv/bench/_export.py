@@ -32,7 +32,7 @@ from sepconv.bench import _timing
 
 FORMATS = ("onnx", "litert")
 # int8-a16: ONNX int8 with the first `int16_activations` activations in 16 bits; int8-f32: LiteRT int8 with the
-# first `float_ops` operators in float32 (what each costs).
+# first `float_ops` convolution and dense operators in float32 (what each costs).
 PRECISIONS = ("float32", "int8", "int8-a16", "int8-f32")
 _ONLY_IN = {"int8-a16": "onnx", "int8-f32": "litert"}
 _EXTENSIONS = {"onnx": ".onnx", "litert": ".tflite"}
@@ -59,7 +59,7 @@ class ExportBenchConfig:
                                flag="--precision")  # fmt: skip
     int16_activations: int = option(2, "activations int8-a16 keeps in 16 bits, the input first",
                                     check=_validation.positive_int, parse=_options.parse_int, metavar="N")  # fmt: skip
-    float_ops: int = option(1, "operators int8-f32 keeps in float32, the stem first", check=_validation.positive_int,
+    float_ops: int = option(1, "convolution and dense operators int8-f32 keeps in float32, the stem first", check=_validation.positive_int,
                             parse=_options.parse_int, metavar="N")
     keras: bool = option(True, "time the Keras model (predict_on_batch) next to the runtimes",
                          check=_validation.boolean)  # fmt: skip

@@ -54,7 +54,8 @@ class ExportOptions:
     int16_activations: int = option(0, "int8 .onnx: keep the first N quantized activations (the input first) in "
                                     "16 bits", check=_validation.non_negative_int, parse=_options.parse_int,
                                     metavar="N")  # fmt: skip
-    float_ops: int = option(0, "int8 .tflite: keep the first N operators (the stem first) in float32",
+    float_ops: int = option(0, "int8 .tflite: keep the first N convolution and dense operators (the stem first) "
+                            "and all before them in float32",
                             check=_validation.non_negative_int, parse=_options.parse_int, metavar="N")
     qat_epochs: int = option(0, "int8: epochs of quantization-aware fine-tuning on the training images of --data, "
                              "distilled from MODEL (0: none)", check=_validation.non_negative_int,

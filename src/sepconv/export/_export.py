@@ -32,8 +32,9 @@ def export_model(model, path, *, quantize="none", calibration=None, fold=True, c
             activation's absolute values (`percentile`, in %).
         int16_activations: ONNX only: this many of the first quantized activations (the
             input first, in graph order) kept in 16 bits; 0 keeps all in 8 bits.
-        float_ops: LiteRT only: this many of the first operators (graph order, the stem
-            first) kept in float32; 0 quantizes all.
+        float_ops: LiteRT only: this many of the first convolution and dense operators
+            (graph order, the stem first), and every operator before them, kept in float32;
+            0 quantizes all.
 
     Returns:
         A JSON-ready dict: path, format, backend, quantize, folded/left BatchNormalization

@@ -11,10 +11,11 @@ calibrated model:
   absolute values on the calibration images (`sepconv.export._ranges`, as ONNX Runtime
   reads it), measured by running the calibrated file itself in LiteRT with every
   intermediate tensor kept;
-- `float_ops=N`: the first N operators in graph order (the stem first) stay float32, with
-  quantize and dequantize operators around them (LiteRT cannot mix 8- and 16-bit
-  activations, so this is its way to keep the early layers, where rounding errors have
-  the whole network to grow through, exact).
+- `float_ops=N`: the first N convolution and dense operators in graph order (the stem
+  first), and every operator before the Nth, stay float32, with quantize and dequantize
+  operators around them (LiteRT cannot mix 8- and 16-bit activations, so this is its way
+  to keep the early layers, where rounding errors have the whole network to grow
+  through, exact).
 """
 
 import warnings
@@ -24,6 +25,7 @@ import numpy as np
 from sepconv.export._ranges import AbsoluteHistograms, clipped
 
 _BATCH = 32
+_LINEAR = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
 def _flatbuffer():
@@ -73,14 +75,23 @@ def clip_ranges(calibrated, calibration, percentile):
 
 
 def float_operators(calibrated, float_ops):
-    """Names of the first `float_ops` operators' outputs (graph order); a ValueError if there are fewer."""
-    subgraph = _flatbuffer().convert_bytearray_to_object(bytearray(calibrated)).subgraphs[0]
-    if float_ops > len(subgraph.operators):
+    """Output names of the operators up to the `float_ops`-th linear one (graph order); a ValueError if fewer.
+
+    Counting convolutions and dense layers, not every operator, is what the QAT simulation
+    counts; the pooling, adds and reshapes among them stay float32 too.
+    """
+    flatbuffer = _flatbuffer()
+    model = flatbuffer.convert_bytearray_to_object(bytearray(calibrated))
+    subgraph = model.subgraphs[0]
+    linear = [i for i, op in enumerate(subgraph.operators)
+              if flatbuffer.opcode_to_name(model, op.opcodeIndex) in _LINEAR]  # fmt: skip
+    if float_ops > len(linear):
         raise ValueError(
-            f"float_ops must be at most the model's {len(subgraph.operators)} LiteRT operators. "
+            f"float_ops must be at most the model's {len(linear)} convolution and dense operators. "
             f"Received: float_ops={float_ops}"
         )
-    return [subgraph.tensors[op.outputs[0]].name.decode() for op in subgraph.operators[:float_ops]]
+    end = linear[float_ops - 1] + 1 if float_ops else 0
+    return [subgraph.tensors[op.outputs[0]].name.decode() for op in subgraph.operators[:end]]
 
 
 def quantize(calibrated, float_operators=()):

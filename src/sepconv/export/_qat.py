@@ -24,8 +24,8 @@ Sec. 3.2). Here:
   ONNX's first N activations, in graph order, on 65,536 levels instead of 256. LiteRT's
   `float_ops=N` keeps the first N linear steps (in the order the layers are called, as
   the converter orders the operators when those come first) with float32 weights and
-  outputs; a tensor they leave is rounded where an int8 step reads it, as LiteRT's
-  quantize operators do.
+  outputs, and the pooling, merges and activations before the Nth; a tensor they leave is
+  rounded where an int8 step reads it, as LiteRT's quantize operators do.
 - The target is the float model's own output distribution (Hinton et al. 2015,
   temperature 1), not the labels: the int8 file should answer what the float model
   answers. Ranges come from the same calibration images the export then uses, before
@@ -279,8 +279,10 @@ class SimulatedInt8:
             old = origin[id(layer)]
             if not old.weights:
                 inputs = keras.tree.flatten(args)
-                if _is_relu(old) and inputs and all(id(t) in unrounded for t in inputs):
-                    y = layer(*args, **kwargs)  # fused into the float32 operator before it
+                if inputs and all(id(t) in unrounded for t in inputs) and (
+                    steps_made < self.float_ops or _is_relu(old)
+                ):  # before a float32 step, or a ReLU fused into the float32 operator before it
+                    y = layer(*args, **kwargs)
                     unrounded.add(id(y))
                     return y
                 y = layer(*keras.tree.map_structure(int8_input, args), **kwargs)
@@ -296,13 +298,15 @@ class SimulatedInt8:
                     x = int8_input(x)
                 x = _QuantizedStep(old, step, int8_step)(x)
                 name = _activation_name(activation)
-                if int8_step and name not in (None, "linear") and name not in _RELU_NAMES:
+                # A softmax or sigmoid is an operator of its own: int8 unless a float32 step follows.
+                int8_activation = name not in (None, "linear", *_RELU_NAMES) and steps_made >= self.float_ops
+                if int8_activation:
                     x = self._quantizer(x)  # the runtimes round before a softmax or sigmoid, too
                     if name == "softmax":
                         logits.append(x)
                 if name not in (None, "linear"):
                     x = keras.layers.Activation(activation)(x)
-                if not int8_step:
+                if not (int8_step or int8_activation):
                     unrounded.add(id(x))
                 elif not (i == len(steps) - 1 and id(old) in relu_fed):
                     x = self._quantizer(x, (0.0, 1.0) if name in ("softmax", "sigmoid") else None)
