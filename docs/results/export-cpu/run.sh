@@ -58,3 +58,13 @@ sepconv export $model dsc_resnet10-qat-pct-f3.tflite $common --calibration-metho
 # simulation still rounded the float32 operators)
 sepconv bench export vgg_separable dsc_resnet10 --format litert --precision float32 int8 int8-f32 --float-ops 3 \
   --threads 1 --output bench-int8-f32-tensorflow.json
+# QAT's step size chosen on the held-out training images too (QAT over the other 40,000), then the test set once
+# per format with the pick (commit 16b5d01: --float-ops counts convolution and dense operators, the same 3 here).
+python select_int8.py $model --format tflite --ranges 99.999 --counts 3 --qat-epochs 1 --qat-learning-rates 1e-3 3e-4 3e-3 \
+  --output select-dsc_resnet10-tflite-qat.json
+python select_int8.py $model --format onnx --ranges 99.999 --counts 2 --qat-epochs 0 1 --qat-learning-rates 3e-4 1e-3 3e-3 \
+  --output select-dsc_resnet10-onnx-qat.json
+sepconv export $model dsc_resnet10-qat3e-3-pct-f3.tflite $common --calibration-method percentile --float-ops 3 \
+  --qat-epochs 1 --qat-learning-rate 3e-3 --output-json check-dsc_resnet10-qat3e-3-int8-percentile-f3-tflite.json > /dev/null || true
+sepconv export $model dsc_resnet10-qat3e-4-pct-a16.onnx $common --calibration-method percentile --int16-activations 2 \
+  --qat-epochs 1 --qat-learning-rate 3e-4 --output-json check-dsc_resnet10-qat3e-4-int8-percentile-a16-onnx.json > /dev/null || true
