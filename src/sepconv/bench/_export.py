@@ -59,8 +59,8 @@ class ExportBenchConfig:
                                flag="--precision")  # fmt: skip
     int16_activations: int = option(2, "activations int8-a16 keeps in 16 bits, the input first",
                                     check=_validation.positive_int, parse=_options.parse_int, metavar="N")  # fmt: skip
-    float_ops: int = option(1, "convolution and dense operators int8-f32 keeps in float32, the stem first", check=_validation.positive_int,
-                            parse=_options.parse_int, metavar="N")
+    float_ops: int = option(1, "convolution and dense operators int8-f32 keeps in float32, the stem first",
+                            check=_validation.positive_int, parse=_options.parse_int, metavar="N")
     keras: bool = option(True, "time the Keras model (predict_on_batch) next to the runtimes",
                          check=_validation.boolean)  # fmt: skip
     threads: int = option(None, "runtime intra-op threads (default: the CPU cores this process may use)",

@@ -28,8 +28,7 @@ calibration set; Jacob et al. 2018):
   stem's outputs, in graph order) in 16 bits (mixed-precision QDQ, `com.microsoft` Q/DQ
   operators); LiteRT cannot mix 8- and 16-bit activations, so there `float_ops=N` keeps
   the first N convolution and dense operators, and all before them, in float32 (selective
-  quantization). They cost little where the
-  channels are few.
+  quantization). They cost little where the channels are few.
 """
 
 import contextlib
