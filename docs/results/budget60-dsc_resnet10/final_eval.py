@@ -1,6 +1,7 @@
 """Test accuracy of a finished run's final model, plain and with flip TTA: no choice made on test.
 
     python final_eval.py runs/budget60-dsc_resnet10 > final-eval.json   # CIFAR-10: SEPCONV_DATA or keras.datasets
+    python final_eval.py runs/budget60-dsc_resnet-bf16 dsc_resnet > final-eval.json   # another model's run
 """
 
 import json
@@ -12,7 +13,8 @@ import sepconv  # noqa: F401 (registers the layers and losses the run's model us
 from sepconv.data import Batches, load_cifar10
 from sepconv.training._loop import flip_tta_accuracy
 
-model = keras.saving.load_model(f"{sys.argv[1]}/dsc_resnet10/final.keras")
+name = sys.argv[2] if len(sys.argv) > 2 else "dsc_resnet10"
+model = keras.saving.load_model(f"{sys.argv[1]}/{name}/final.keras")
 data = load_cifar10(progress=False)
 test = Batches(data.x_test, data.y_test, batch_size=128, shuffle=False, data_format="channels_last")
 model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
