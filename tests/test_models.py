@@ -106,7 +106,27 @@ def test_dsc_resnet10_parameter_count_by_hand():
     assert create_model("resnet10").count_params() == regular
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "dsc_resnet", "dsc_resnet10", "resnet10", "vgg_mobilenet"])
+def test_dsc_resnet9_parameter_count_by_hand():
+    def sep(cin, cout):  # depthwise 3x3, BN, pointwise, BN (4 numbers per channel each)
+        return 9 * cin + 4 * cin + cin * cout + 4 * cout
+
+    def regular(cin, cout):  # 3x3 convolution without bias, BN
+        return 9 * cin * cout + 4 * cout
+
+    stem, head = regular(3, 64), 512 * 10 + 10
+    layers = [(64, 128), (128, 128), (128, 128), (128, 256), (256, 512), (512, 512), (512, 512)]
+    assert create_model("dsc_resnet9").count_params() == stem + sum(sep(*io) for io in layers) + head == 767_370
+    # The regular twin is Page's DAWNBench ResNet-9 (6.5M parameters).
+    assert create_model("resnet9").count_params() == stem + sum(regular(*io) for io in layers) + head == 6_577_610
+    half = create_model("dsc_resnet9", width=0.5)
+    assert [layer.output.shape[1:] for layer in half.layers if layer.name.endswith("_pool")][:3] == [
+        (16, 16, 64), (8, 8, 128), (4, 4, 256)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name", ["mobilenet_v1", "mobilenet_v2", "dsc_resnet", "dsc_resnet10", "resnet10", "dsc_resnet9", "vgg_mobilenet"]
+)
 def test_zoo_models_run_and_output_probabilities(name, rng):
     model = create_model(name, num_classes=7)
     out = keras.ops.convert_to_numpy(model(rng.uniform(size=(2, 32, 32, 3)).astype("float32")))

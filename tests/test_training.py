@@ -25,6 +25,7 @@ from sepconv.data import Batches, Cifar10
 from sepconv.training import DistributionConfig, TrainConfig, compare, make_config, resume, train
 from sepconv import _run_folder
 from sepconv.data import stratified_subset
+from sepconv.models import create_model
 from sepconv.training import _epoch_display, _loop
 from sepconv.training._callbacks import DataEpoch, EpochLog
 
@@ -342,18 +343,20 @@ def test_resume_keeps_the_weight_average_decay_exclusions_and_cutout(tmp_path, m
     assert result.models["vgg"]["test_accuracy_tta"] == pytest.approx(reference.models["vgg"]["test_accuracy_tta"])
 
 
-def test_fast_recipe_smoke_run_is_deterministic(tmp_path):
-    """dsc_resnet10 with every option of the fast recipe (and cutout, weight EMA) on tiny data, twice."""
+@pytest.mark.parametrize("name, params", [("dsc_resnet10", 190_922), ("dsc_resnet9", 767_370)])
+def test_fast_recipe_smoke_run_is_deterministic(tmp_path, name, params):
+    """A model with every option of the fast recipe (and cutout, weight EMA) on tiny data, twice."""
     data = synthetic_cifar10(train_per_class=16, test_per_class=4)
     config = make_config("fast", epochs=2, batch_size=16, warmup_epochs=0.5, cutout=8, ema_momentum=0.9)
-    runs = [train("dsc_resnet10", config, out=str(tmp_path / f"run{i}"), quiet=True, data=data, report=False)
+    runs = [train(name, config, out=str(tmp_path / f"run{i}"), quiet=True, data=data, report=False)
             for i in range(2)]  # fmt: skip
-    first, second = (run.history["dsc_resnet10"] for run in runs)
+    first, second = (run.history[name] for run in runs)
     assert [row["loss"] for row in first] == [row["loss"] for row in second]
     assert [row["val_accuracy"] for row in first] == [row["val_accuracy"] for row in second]
     assert all(np.isfinite(row["loss"]) for row in first)
-    result = runs[0].models["dsc_resnet10"]
-    assert result["params"] == 190_922 - 7 * 257  # 3 classes, not 10: 7 fewer dense columns
+    result = runs[0].models[name]
+    features = create_model(name).layers[-2].output.shape[-1]
+    assert result["params"] == params - 7 * (features + 1)  # 3 classes, not 10: 7 fewer dense columns
     assert 0.0 <= result["test_accuracy_tta"] <= 1.0
 
 
