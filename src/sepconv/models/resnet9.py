@@ -3,10 +3,10 @@
 The layout of Page's DAWNBench entry ("How to train your ResNet", 2018), built for
 accuracy per training step rather than per parameter: a stem, then three stages
 that each widen (64-128-256-512) and halve the image with max-pooling, the first
-and last followed by a residual pair. Only the stem runs at full resolution
-with few channels, so most of the work is pointwise matrix products on small
-images, which CPU matrix units (and bfloat16) run fast; the depthwise steps,
-bound by memory, see 4x fewer pixels than in `dsc_resnet`.
+and last followed by a residual pair. Only the stem and the first layer run at
+32x32 (ResNet-18's layout runs five), so most of the work is pointwise matrix
+products on small images, which CPU matrix units (and bfloat16) run fast, and
+few depthwise steps, bound by memory, see the full image.
 """
 
 import keras
@@ -49,8 +49,8 @@ def dsc_resnet9(width=1.0, stem=64, conv="separable", input_shape=(32, 32, 3), n
             branch = _conv(branch, filters, conv, f"stage{stage}_res2")
             x = keras.layers.Add(name=f"stage{stage}_add")([x, branch])
     x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
-    # Maxima of unnormalized residual sums are large: unscaled, the softmax starts and
-    # stays confidently wrong (first-epoch training loss 4.7 here, above log 10). Page scales by 1/8.
+    # Maxima of unnormalized residual sums grow large in training: unscaled, the first
+    # fast-recipe epoch ended at loss 4.7, above log 10 (confidently wrong). Page scales by 1/8.
     x = keras.layers.Rescaling(0.125, name="pool_scale")(x)
     outputs = predictions(x, num_classes)
     return keras.Model(inputs, outputs, name=name or ("dsc_resnet9" if conv == "separable" else "resnet9"))
