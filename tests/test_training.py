@@ -26,7 +26,9 @@ from sepconv.training import DistributionConfig, TrainConfig, compare, make_conf
 from sepconv import _run_folder
 from sepconv.data import stratified_subset
 from sepconv.training import _epoch_display, _loop
-from sepconv.training._callbacks import DataEpoch, EpochLog
+from sepconv._schedules import warmup_cosine
+from sepconv.training import _callbacks
+from sepconv.training._callbacks import DataEpoch, EpochLog, TimeBudget
 
 TINY = {"blocks": ((4, 1),)}
 CLASSES = ("red", "green", "blue")
@@ -100,6 +102,7 @@ def test_config_survives_json():
         (dict(label_smoothing=1.0), ValueError, r"Received: label_smoothing=1\.0$"),
         (dict(optimizer="adma"), ValueError, r"Did you mean 'adam', 'adamw'\? Received: optimizer='adma'$"),
         (dict(cutout=-1), ValueError, r"^cutout must be non-negative\. Received: cutout=-1$"),
+        (dict(tta_shift=1), ValueError, r"^tta_shift needs tta=True\. Received: tta_shift=1, tta=False$"),
         (dict(time_budget=0), ValueError, r"^time_budget must be a number in \(0, inf\)\. Received: time_budget=0$"),
         (dict(ema_momentum=1.0), ValueError, r"^ema_momentum must be a number in \[0, 1\)\. Received: ema_momentum=1\.0$"),
         (dict(no_decay=("norm", "bn")), ValueError, r"^no_decay must be one of .*Received: no_decay='bn'$"),
@@ -266,16 +269,54 @@ def test_weight_decay_leaves_the_excluded_weights_alone(no_decay):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(w), expected, rtol=1e-6, err_msg=w.path)
 
 
-def test_flip_tta_accuracy_averages_each_image_and_its_mirror():
+@pytest.mark.parametrize("shift", [0, 2])
+def test_tta_accuracy_averages_the_mirrored_and_shifted_views(shift):
     keras.utils.set_random_seed(1)
     model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(3, 3, strides=4),
                               keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])  # fmt: skip
     data = synthetic_cifar10(test_per_class=9)
     batches = Batches(data.x_test, data.y_test, batch_size=10, shuffle=False)
     images = np.concatenate([batches[i][0] for i in range(len(batches))])
-    mean = (keras.ops.convert_to_numpy(model(images)) + keras.ops.convert_to_numpy(model(images[:, :, ::-1].copy()))) / 2
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    moves = [(0, 0), (shift, shift), (-shift, -shift), (shift, -shift), (-shift, shift)] if shift else [(0, 0)]
+    mean = 0
+    for rows, cols in moves:  # output pixel (i, j) shows input pixel (i + rows, j + cols), zero outside
+        view = padded[:, 2 + rows : 34 + rows, 2 + cols : 34 + cols]
+        for image in (view, view[:, :, ::-1]):
+            mean = mean + keras.ops.convert_to_numpy(model(np.ascontiguousarray(image)))
     expected = float(np.mean(np.argmax(mean, axis=1) == data.y_test))
-    assert _loop.flip_tta_accuracy(model, batches) == pytest.approx(expected)
+    assert len(_loop.tta_views(shift)) == 2 * len(moves)
+    assert _loop.tta_accuracy(model, batches, shift) == pytest.approx(expected)
+
+
+def _dense_model(optimizer):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=optimizer, loss="mse")
+    return model
+
+
+def test_time_budget_shortens_the_plan_and_the_schedule_when_epochs_run_slow():
+    x, y = np.ones((8, 4), "float32"), np.zeros((8, 1), "float32")
+    model = _dense_model(keras.optimizers.SGD(warmup_cosine(0.1, 5 * 2, warmup_steps=1)))
+    ticks = iter([0.0, 10.0, 20.0, 30.0])  # fit starts; epochs 1-3 end. 30 s of budget; epochs take 10 s.
+    state, plans = {"epochs": 5}, []
+    budget = TimeBudget(0.5, state, steps_per_epoch=2, on_plan=plans.append, clock=lambda: next(ticks))
+    history = model.fit(x, y, batch_size=4, epochs=5, callbacks=[budget], verbose=0)
+    # Epoch 1 compiles: its time keeps the plan. After epoch 2, 10 s are left: one more epoch fits.
+    assert plans == [3] and state == {"epochs": 3, "budget_elapsed_s": 30.0}
+    assert len(history.history["loss"]) == 3
+    assert model.optimizer._learning_rate.decay_steps == 3 * 2 - 1
+
+
+def test_a_shortened_schedule_reaches_the_compiled_step():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(4, 4)).astype("float32"), rng.normal(size=(4, 1)).astype("float32")
+    model = _dense_model(keras.optimizers.SGD(warmup_cosine(0.01, 100)))
+    model.train_on_batch(x, y)  # compiles the step with 100 steps of decay
+    before = keras.ops.convert_to_numpy(model.layers[0].kernel)
+    assert _callbacks._shorten_schedule(model, 1)  # the schedule now ends at step 1: a zero rate
+    model.train_on_batch(x, y)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.layers[0].kernel), before, atol=1e-7)
 
 
 class _Interrupt(Exception):
@@ -375,12 +416,12 @@ def test_mixed_bfloat16_run_computes_in_bfloat16_keeps_float32_weights_and_loads
 
 def test_time_budget_sets_the_epochs_and_a_resume_keeps_them(tmp_path, monkeypatch):
     data = synthetic_cifar10()
-    config = tiny_config(epochs=2, time_budget=0.1, optimizer="sgd", lr=0.1, schedule="cosine", warmup_epochs=0.5)
+    config = tiny_config(epochs=2, time_budget=100, optimizer="sgd", lr=0.1, schedule="cosine", warmup_epochs=0.5)
     probed = []
 
     def step_s(model, batches, steps=8):
         probed.append((model, len(batches)))
-        return 0.5  # 48 images in batches of 16: 3 steps, 1.5 s an epoch; 6 s hold 4 epochs
+        return 500.0  # 48 images in batches of 16: 3 steps, 1,500 s an epoch; 100 minutes hold 4 epochs
 
     monkeypatch.setattr(_loop, "measure_step_s", step_s)
     original = _epoch_display.EpochLines.on_epoch_end
@@ -395,7 +436,8 @@ def test_time_budget_sets_the_epochs_and_a_resume_keeps_them(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         train("vgg", config, out=folder, quiet=True, data=data, report=False)
     state = _run_folder.read_json(os.path.join(folder, "vgg", "state.json"))
-    assert (state["epochs"], state["budget_step_s"], state["epochs_done"]) == (4, 0.5, 2)
+    assert (state["epochs"], state["budget_step_s"], state["epochs_done"]) == (4, 500.0, 2)
+    assert 0 < state["budget_elapsed_s"] < 600  # the real epochs are short: the plan stands
     assert len(probed) == 1 and probed[0][1] == 3
     monkeypatch.setattr(_epoch_display.EpochLines, "on_epoch_end", original)
     monkeypatch.setattr(_loop, "measure_step_s", lambda *args, **kwargs: 100.0)  # a resume does not measure again

@@ -1,4 +1,4 @@
-"""Keras callbacks of a training run: data order, per-epoch records, checkpoints."""
+"""Keras callbacks of a training run: data order, per-epoch records, checkpoints, the time budget."""
 
 import contextlib
 import os
@@ -116,3 +116,62 @@ class Checkpoint(keras.callbacks.Callback):
             os.remove(os.path.join(self.folder, previous))
         if self.on_saved is not None:
             self.on_saved()
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Ends a run within `minutes` of wall clock, its cosine schedule with it.
+
+    The run starts with `state["epochs"]`, planned from the step time alone
+    (`_loop.budget_epochs`). After each epoch the epochs that still fit are counted from
+    that epoch's wall time (its steps and validation, the previous checkpoint): when fewer
+    than planned, the plan and the schedule's decay shrink to them, so a host that slows
+    down costs epochs rather than minutes. Plans never grow. The schedule's length is
+    compiled into the train step, so a new plan rebuilds it. `state` keeps the plan and
+    the wall time spent (`budget_elapsed_s`) for a resume; place this callback before
+    `Checkpoint`, which saves both. `on_plan(epochs)` hears of each new plan.
+    """
+
+    def __init__(self, minutes, state, steps_per_epoch, on_plan=None, clock=time.perf_counter):
+        super().__init__()
+        self.seconds = minutes * 60
+        self.state = state
+        self.steps_per_epoch = steps_per_epoch
+        self.on_plan = on_plan
+        self.clock = clock
+
+    def on_train_begin(self, logs=None):
+        self.state.setdefault("epochs", self.params["epochs"])
+        self._spent = self.state.get("budget_elapsed_s", 0.0)
+        self._start = self._mark = self.clock()
+        self._tracing = True  # the first epoch of `fit` also compiles its steps
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        last, self._mark = now - self._mark, now
+        elapsed = self._spent + now - self._start
+        self.state["budget_elapsed_s"] = elapsed
+        done = epoch + 1
+        if self._tracing:  # its time says little about the next epochs: keep the plan while time is left
+            self._tracing = False
+            fits = self.state["epochs"] if elapsed < self.seconds else done
+        else:
+            fits = done + max(int((self.seconds - elapsed) // last), 0)
+        if fits < self.state["epochs"]:
+            self.state["epochs"] = fits
+            self._tracing = _shorten_schedule(self.model, fits * self.steps_per_epoch)
+            if self.on_plan is not None:
+                self.on_plan(fits)
+        if done >= self.state["epochs"]:
+            self.model.stop_training = True
+
+
+def _shorten_schedule(model, steps):
+    """Makes a warmup-cosine schedule (`sepconv._schedules.warmup_cosine`) end at update `steps`;
+    returns whether the train step was rebuilt."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    schedule = optimizer._learning_rate  # Keras keeps no public handle on the schedule object
+    if isinstance(schedule, keras.optimizers.schedules.CosineDecay):
+        schedule.decay_steps = max(steps - schedule.warmup_steps, 1)
+        model.make_train_function(force=True)
+        return True
+    return False

@@ -135,9 +135,9 @@ class TrainConfig:
     preset: str | None = option(None, "shrink data and epochs on top of the recipe: " + ", ".join(PRESETS),
                                 check=_validation.optional(one_of(tuple(PRESETS))), metavar="NAME")  # fmt: skip
     epochs: int = option(10, "passes over the training set", check=_positive, parse=_int, metavar="N")
-    time_budget: float | None = option(None, "minutes of training steps per model: replaces --epochs by as many "
-                                       "epochs as fit, from the step time measured here before training (the "
-                                       "schedule ends there; validation and checkpoints come on top)",
+    time_budget: float | None = option(None, "minutes of wall clock per model: replaces --epochs by as many epochs "
+                                       "as fit, planned from the step time measured here before training and "
+                                       "shortened after each epoch that shows fewer fit (the schedule ends there)",
                                        check=_validation.optional(in_range(low=0.0, low_open=True)), parse=_float,
                                        metavar="MIN")  # fmt: skip
     batch_size: int = option(128, "images per step, for training and validation", check=_positive, parse=_int,
@@ -172,6 +172,9 @@ class TrainConfig:
                              check=_check_no_decay, nargs="+", metavar="KIND")  # fmt: skip
     tta: bool = option(False, "also report test accuracy with flip test-time augmentation (mean of the "
                        "predictions for each image and its mirror)", check=_validation.boolean)  # fmt: skip
+    tta_shift: int = option(0, "with --tta, also average each view moved diagonally by this many pixels in the "
+                            "four directions (10 views; 1 was best on a held-out split)",
+                            check=_validation.non_negative_int, parse=_int, metavar="N")  # fmt: skip
     train_size: int | None = option(None, "stratified subset of the training images (default: all)",
                                     check=_optional_positive, parse=_int, metavar="N")  # fmt: skip
     validation: str | float = option("test", "'test' (the test set, as in the tutorial) or a held-out fraction "
@@ -189,6 +192,8 @@ class TrainConfig:
 
     def __post_init__(self):
         _options.validate(self)
+        if self.tta_shift and not self.tta:
+            raise ValueError(f"tta_shift needs tta=True. Received: tta_shift={self.tta_shift}, tta={self.tta}")
         if self.schedule == "cosine" and self.warmup_epochs >= self.epochs and not self.time_budget:
             raise ValueError(
                 "warmup_epochs must be less than epochs with schedule='cosine'. "

@@ -37,6 +37,10 @@ class EpochLines(keras.callbacks.Callback):
         stream = self.stream or sys.stdout
         print(f"{self.label}  {epoch_summary(self.log.rows[-1], self.epochs)}", file=stream, flush=True)
 
+    def set_epochs(self, epochs):
+        """A new plan (`TimeBudget`): the run ends after `epochs`."""
+        self.epochs = epochs
+
     def close(self):
         pass
 
@@ -85,6 +89,12 @@ class RichProgress(keras.callbacks.Callback):
         row = self.log.rows[-1]
         self.progress.console.print(f"{self.label}  {epoch_summary(row, self.epochs)}", highlight=False, soft_wrap=True)
         self.progress.update(self.epoch_task, completed=epoch + 1, metrics=f"val_acc {row['val_accuracy']:.4f}")
+
+    def set_epochs(self, epochs):
+        """A new plan (`TimeBudget`): the run ends after `epochs`."""
+        self.epochs = epochs
+        if self.progress is not None:
+            self.progress.update(self.epoch_task, total=epochs)
 
     def on_train_end(self, logs=None):
         self.close()

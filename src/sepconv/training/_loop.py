@@ -10,7 +10,7 @@ import keras
 from sepconv import _run_folder as layout
 from sepconv._schedules import warmup_cosine
 from sepconv.losses import SparseCrossentropy
-from sepconv.training._callbacks import Checkpoint, DataEpoch, EpochLog
+from sepconv.training._callbacks import Checkpoint, DataEpoch, EpochLog, TimeBudget
 from sepconv.training._distribution import SINGLE
 from sepconv.training._epoch_display import EpochLines, RichProgress
 
@@ -161,6 +161,8 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
     display = EpochLines(label, log, config.epochs) if quiet else RichProgress(label, log, config.epochs, done)
     checkpoint = Checkpoint(folder, log, state, on_saved, writer=placement.writer, saving=placement.saving)
     callbacks = [DataEpoch(train), log, checkpoint, display]
+    if config.time_budget:  # before the checkpoint, which saves the plan with the epoch
+        callbacks.insert(2, TimeBudget(config.time_budget, state, len(train), display.set_epochs))
     try:
         model.fit(
             fit_input(train),
@@ -183,7 +185,7 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
         test = placement.batches(splits.x_test, splits.y_test, batch_size=config.batch_size, shuffle=False)
         state["test_accuracy"] = float(best.evaluate(test, verbose=0, return_dict=True)["accuracy"])
         if config.tta:
-            state["test_accuracy_tta"] = flip_tta_accuracy(best, test)
+            state["test_accuracy_tta"] = tta_accuracy(best, test, config.tta_shift)
     state.update(finished=True, checkpoint=layout.FINAL)
     if placement.writer:
         layout.write_json(state_path, state)
@@ -232,19 +234,45 @@ def measure_step_s(model, batches, steps=8):
     return measure(step, warmup=2, repeats=steps).median
 
 
-def flip_tta_accuracy(model, batches):
-    """Accuracy of the mean of `model`'s predictions for each image and its left-right mirror.
+def tta_views(shift=0):
+    """`(rows, cols, mirror)` of each view test-time augmentation averages: the image and its
+    left-right mirror, and with `shift` each also moved diagonally by `shift` pixels in the
+    four directions (10 views). `shift=1` was chosen on a held-out split
+    (`docs/results/tta-heldout/`)."""
+    moves = [(0, 0)] + ([(shift, shift), (-shift, -shift), (shift, -shift), (-shift, shift)] if shift else [])
+    return [(rows, cols, mirror) for rows, cols in moves for mirror in (False, True)]
 
-    Measured by `evaluate` on a model that averages both views, so that under a
+
+def _view(images, rows, cols, mirror, data_format):
+    """`images` moved so that output pixel `(i, j)` shows input pixel `(i + rows, j + cols)`, zero
+    outside (the mean colour of standardized images), then mirrored."""
+    h_axis = 1 if data_format == "channels_last" else 2
+    if rows or cols:
+        pad = max(abs(rows), abs(cols))
+        padding = [[0, 0]] * 4
+        padding[h_axis] = padding[h_axis + 1] = [pad, pad]
+        height, width = images.shape[h_axis], images.shape[h_axis + 1]
+        window = [slice(None)] * 4
+        window[h_axis] = slice(pad + rows, pad + rows + height)
+        window[h_axis + 1] = slice(pad + cols, pad + cols + width)
+        images = keras.ops.pad(images, padding)[tuple(window)]
+    return keras.ops.flip(images, axis=h_axis + 1) if mirror else images
+
+
+def tta_accuracy(model, batches, shift=0):
+    """Accuracy of the mean of `model`'s predictions over `tta_views(shift)` of each image.
+
+    Measured by `evaluate` on a model that averages the views, so that under a
     distribution the count covers every process's share of `batches`, as `test_accuracy` does.
     """
-    width_axis = 2 if batches.data_format == "channels_last" else 3
     images = keras.Input(model.inputs[0].shape[1:])
-    mirrored = keras.layers.Lambda(lambda x: keras.ops.flip(x, axis=width_axis))(images)
-    mean = keras.layers.Average()([model(images), model(mirrored)])
-    both = keras.Model(images, mean)
-    both.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return float(both.evaluate(batches, verbose=0, return_dict=True)["accuracy"])
+    views = [
+        keras.layers.Lambda(lambda x, v=v: _view(x, *v, batches.data_format))(images) for v in tta_views(shift)
+    ]
+    mean = keras.layers.Average()([model(view) for view in views])
+    averaged = keras.Model(images, mean)
+    averaged.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return float(averaged.evaluate(batches, verbose=0, return_dict=True)["accuracy"])
 
 
 def _remove_stale_checkpoints(folder, keep):
