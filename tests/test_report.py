@@ -124,19 +124,24 @@ def test_no_quick_note_and_single_epoch_note(tmp_path):
     assert "chance level" not in text and "busy" not in text
 
 
-def test_time_budget_and_results_without_training_time(tmp_path):
+def test_time_budget_tta_shift_and_results_without_training_time(tmp_path):
     folder = write_run(str(tmp_path / "run"), preset=None)
     record = json.loads(open(os.path.join(folder, "config.json")).read())
-    record["config"]["time_budget"] = 2.5
+    record["config"].update(time_budget=2.5, tta=True, tta_shift=1)
     results = json.loads(open(os.path.join(folder, "results.json")).read())
     del results["models"][1]["train_time_s"]  # results.json written before the column existed
+    results["models"][0].update(test_accuracy=0.5, test_accuracy_tta=0.625, budget_elapsed_s=147.0)
     for name, value in (("config.json", record), ("results.json", results)):
         with open(os.path.join(folder, name), "w") as f:
             json.dump(value, f)
     write_report(folder)
     text = open(os.path.join(folder, "report.md"), encoding="utf-8").read()
-    assert "batch 128, as many epochs as fit in 2.5 min of training steps per model." in text
+    assert "batch 128, as many epochs as fit in 2.5 min of wall clock per model." in text
+    assert "| test acc (best model) | test acc, TTA (mirrors of shifts by 1 px) |" in text
     assert "| vgg_separable | 174,821 | 21.17M | 3 | - | 11.00 |" in text
+    assert "| 0.5000 | 0.6250 |" in text and "| - | - |" in text  # vgg_separable was not tested
+    wall = "Wall clock of the training under the 2.5-minute budget (steps, validation, checkpoints), in minutes: vgg 2.5."
+    assert wall in text
 
 
 def test_distribution_note_follows_the_last_start(tmp_path):

@@ -295,26 +295,34 @@ def _dense_model(optimizer):
     return model
 
 
-def test_time_budget_shortens_the_plan_and_the_schedule_when_epochs_run_slow():
+@pytest.mark.parametrize(
+    "ticks, plans",
+    [
+        # Epoch 2 takes 20 s: the median of (10, 20) leaves room for 2 more, not 4; epoch 3 compiles the new
+        # schedule and keeps the plan; epoch 4 takes 5 s, so the median of (10, 20, 5) fits 6 again.
+        ([0, 10, 30, 35, 40, 50, 60], [6, 4, 6]),
+        # Epoch 2 takes 30 s: one more epoch fits, and the run ends after it.
+        ([0, 10, 40, 45], [6, 3]),
+    ],
+)
+def test_time_budget_replans_the_epochs_and_the_schedule_from_the_epochs_wall_time(ticks, plans):
     x, y = np.ones((8, 4), "float32"), np.zeros((8, 1), "float32")
-    model = _dense_model(keras.optimizers.SGD(warmup_cosine(0.1, 5 * 2, warmup_steps=1)))
-    ticks = iter([0.0, 10.0, 20.0, 30.0])  # fit starts; epochs 1-3 end. 30 s of budget; epochs take 10 s.
-    state, plans = {"epochs": 5}, []
-    budget = TimeBudget(0.5, state, steps_per_epoch=2, on_plan=plans.append, clock=lambda: next(ticks))
-    history = model.fit(x, y, batch_size=4, epochs=5, callbacks=[budget], verbose=0)
-    # Epoch 1 compiles: its time keeps the plan. After epoch 2, 10 s are left: one more epoch fits.
-    assert plans == [3] and state == {"epochs": 3, "budget_elapsed_s": 30.0}
-    assert len(history.history["loss"]) == 3
-    assert model.optimizer._learning_rate.decay_steps == 3 * 2 - 1
+    model = _dense_model(keras.optimizers.SGD(warmup_cosine(0.1, 6 * 2, warmup_steps=1)))
+    clock, state, heard = iter(ticks), {}, []  # the clock reads when fit starts and as each epoch ends
+    budget = TimeBudget(1.0, state, steps_per_epoch=2, epoch_s=10.0, on_plan=heard.append, clock=lambda: next(clock))
+    history = model.fit(x, y, batch_size=4, epochs=6, callbacks=[budget], verbose=0)
+    assert heard == plans and state == {"budget_plan": plans[-1], "budget_elapsed_s": ticks[-1]}
+    assert len(history.history["loss"]) == plans[-1]
+    assert model.optimizer._learning_rate.decay_steps == plans[-1] * 2 - 1
 
 
-def test_a_shortened_schedule_reaches_the_compiled_step():
+def test_a_new_schedule_length_reaches_the_compiled_step():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(4, 4)).astype("float32"), rng.normal(size=(4, 1)).astype("float32")
     model = _dense_model(keras.optimizers.SGD(warmup_cosine(0.01, 100)))
     model.train_on_batch(x, y)  # compiles the step with 100 steps of decay
     before = keras.ops.convert_to_numpy(model.layers[0].kernel)
-    assert _callbacks._shorten_schedule(model, 1)  # the schedule now ends at step 1: a zero rate
+    assert _callbacks._set_schedule_length(model, 1)  # the schedule now ends at step 1: a zero rate
     model.train_on_batch(x, y)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model.layers[0].kernel), before, atol=1e-7)
 
@@ -387,7 +395,7 @@ def test_resume_keeps_the_weight_average_decay_exclusions_and_cutout(tmp_path, m
 def test_fast_recipe_smoke_run_is_deterministic(tmp_path, name, params, features):
     """A model with every option of the fast recipe (and cutout, weight EMA) on tiny data, twice."""
     data = synthetic_cifar10(train_per_class=16, test_per_class=4)
-    config = make_config("fast", epochs=2, batch_size=16, warmup_epochs=0.5, cutout=8, ema_momentum=0.9)
+    config = make_config("fast", epochs=2, batch_size=16, warmup_epochs=0.5, cutout=8, ema_momentum=0.9, tta_shift=1)
     runs = [train(name, config, out=str(tmp_path / f"run{i}"), quiet=True, data=data, report=False)
             for i in range(2)]  # fmt: skip
     first, second = (run.history[name] for run in runs)
@@ -437,7 +445,7 @@ def test_time_budget_sets_the_epochs_and_a_resume_keeps_them(tmp_path, monkeypat
         train("vgg", config, out=folder, quiet=True, data=data, report=False)
     state = _run_folder.read_json(os.path.join(folder, "vgg", "state.json"))
     assert (state["epochs"], state["budget_step_s"], state["epochs_done"]) == (4, 500.0, 2)
-    assert 0 < state["budget_elapsed_s"] < 600  # the real epochs are short: the plan stands
+    assert state["budget_plan"] == 4 and 0 < state["budget_elapsed_s"] < 600  # short real epochs: the plan stands
     assert len(probed) == 1 and probed[0][1] == 3
     monkeypatch.setattr(_epoch_display.EpochLines, "on_epoch_end", original)
     monkeypatch.setattr(_loop, "measure_step_s", lambda *args, **kwargs: 100.0)  # a resume does not measure again

@@ -45,7 +45,8 @@ def report_blocks(run, plots):
 
 def _quick_note(record):
     config, data = record["config"], record["data"]
-    epochs = f"{config['time_budget']:g} min of steps" if config.get("time_budget") else f"{config['epochs']} epochs"
+    budget = config.get("time_budget")
+    epochs = f"{budget:g} min of wall clock" if budget else f"{config['epochs']} epochs"
     return (
         f"Quick preset: {data['train_images']:,} training images, {epochs}, "
         f"{data['val_images']:,} validation images. It shows that the pipeline works end to end; "
@@ -72,7 +73,7 @@ def _optimization(config):
     if config.get("ema_momentum"):
         parts.append(f"weight EMA {config['ema_momentum']:g}")
     if config.get("time_budget"):
-        epochs = f"as many epochs as fit in {config['time_budget']:g} min of training steps per model"
+        epochs = f"as many epochs as fit in {config['time_budget']:g} min of wall clock per model"
     else:
         epochs = f"{config['epochs']} epochs"
     parts.append(f"batch {config['batch_size']}, {epochs}")
@@ -85,7 +86,9 @@ def _results_table(run):
     header = ["model", "params", "MACs", "epochs", "training (min)", "time/epoch (s)", "img/s",
               "best val acc (epoch)", "final val acc", "train-val gap"]  # fmt: skip
     header += ["test acc (best model)"] if with_test else []
-    header += ["test acc, flip TTA"] if with_tta else []
+    shift = run.record["config"].get("tta_shift", 0)  # absent from runs that predate it
+    tta = f"test acc, TTA (mirrors of shifts by {shift} px)" if shift else "test acc, flip TTA"
+    header += [tta] if with_tta else []
     rows = []
     for r in run.results:
         row = [
@@ -130,6 +133,12 @@ def _notes(run):
     if single:
         notes.insert(1, f"Only one epoch for {', '.join(single)}: its time includes tracing and compilation.")
     notes.append(f"Validation: {run.record['data']['validation']}.")
+    spent = [f"{r['model']} {r['budget_elapsed_s'] / 60:.1f}" for r in run.results if r.get("budget_elapsed_s")]
+    if spent:
+        notes.append(
+            f"Wall clock of the training under the {run.record['config']['time_budget']:g}-minute budget "
+            f"(steps, validation, checkpoints), in minutes: {', '.join(spent)}."
+        )
     if any(start.get("keras_distribution") for start in _starts(run.record)):
         notes.append(_distribution_note(run))
     chance = 1 / len(run.record["data"]["class_names"])

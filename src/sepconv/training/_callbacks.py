@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import statistics
 import time
 
 import keras
@@ -121,51 +122,60 @@ class Checkpoint(keras.callbacks.Callback):
 class TimeBudget(keras.callbacks.Callback):
     """Ends a run within `minutes` of wall clock, its cosine schedule with it.
 
-    The run starts with `state["epochs"]`, planned from the step time alone
-    (`_loop.budget_epochs`). After each epoch the epochs that still fit are counted from
-    that epoch's wall time (its steps and validation, the previous checkpoint): when fewer
-    than planned, the plan and the schedule's decay shrink to them, so a host that slows
-    down costs epochs rather than minutes. Plans never grow. The schedule's length is
-    compiled into the train step, so a new plan rebuilds it. `state` keeps the plan and
-    the wall time spent (`budget_elapsed_s`) for a resume; place this callback before
-    `Checkpoint`, which saves both. `on_plan(epochs)` hears of each new plan.
+    `fit` runs for `state["epochs"]`, planned from the step time alone
+    (`_loop.budget_epochs`), at most. After each epoch the epochs that fit are counted
+    anew, from the median wall time (steps, validation, the previous checkpoint) of the
+    last three measured epochs, the probe's estimate `epoch_s` standing in until there
+    are three; when the count differs from the plan, the plan and the schedule's decay
+    move to it. A host that slows down thus costs epochs rather than minutes, and one slow
+    epoch does not cost the rest of the run. An epoch that compiled the step (the first of
+    `fit`, the first after a new plan) is not measured and keeps the plan. The schedule's
+    length is compiled into the train step, so a new plan rebuilds it. `state` keeps the
+    plan (`budget_plan`) and the wall time spent (`budget_elapsed_s`) for a resume; place
+    this callback before `Checkpoint`, which saves them. `on_plan(epochs)` hears of each plan.
     """
 
-    def __init__(self, minutes, state, steps_per_epoch, on_plan=None, clock=time.perf_counter):
+    def __init__(self, minutes, state, steps_per_epoch, epoch_s=None, on_plan=None, clock=time.perf_counter):
         super().__init__()
         self.seconds = minutes * 60
         self.state = state
         self.steps_per_epoch = steps_per_epoch
+        self.times = [] if epoch_s is None else [epoch_s]
         self.on_plan = on_plan
         self.clock = clock
 
     def on_train_begin(self, logs=None):
-        self.state.setdefault("epochs", self.params["epochs"])
+        self.state.setdefault("budget_plan", self.params["epochs"])
         self._spent = self.state.get("budget_elapsed_s", 0.0)
         self._start = self._mark = self.clock()
         self._tracing = True  # the first epoch of `fit` also compiles its steps
+        if self.on_plan is not None:
+            self.on_plan(self.state["budget_plan"])
 
     def on_epoch_end(self, epoch, logs=None):
         now = self.clock()
         last, self._mark = now - self._mark, now
         elapsed = self._spent + now - self._start
         self.state["budget_elapsed_s"] = elapsed
-        done = epoch + 1
-        if self._tracing:  # its time says little about the next epochs: keep the plan while time is left
+        done, plan = epoch + 1, self.state["budget_plan"]
+        if self._tracing:
             self._tracing = False
-            fits = self.state["epochs"] if elapsed < self.seconds else done
+            fits = plan if elapsed < self.seconds else done
         else:
-            fits = done + max(int((self.seconds - elapsed) // last), 0)
-        if fits < self.state["epochs"]:
-            self.state["epochs"] = fits
-            self._tracing = _shorten_schedule(self.model, fits * self.steps_per_epoch)
+            self.times.append(last)
+            epoch_s = statistics.median(self.times[-3:])
+            fits = done + int(max(self.seconds - elapsed, 0.0) // epoch_s)
+        fits = min(fits, self.params["epochs"])
+        if fits != plan:
+            self.state["budget_plan"] = fits
+            self._tracing = _set_schedule_length(self.model, fits * self.steps_per_epoch)
             if self.on_plan is not None:
                 self.on_plan(fits)
-        if done >= self.state["epochs"]:
+        if done >= self.state["budget_plan"]:
             self.model.stop_training = True
 
 
-def _shorten_schedule(model, steps):
+def _set_schedule_length(model, steps):
     """Makes a warmup-cosine schedule (`sepconv._schedules.warmup_cosine`) end at update `steps`;
     returns whether the train step was rebuilt."""
     optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)

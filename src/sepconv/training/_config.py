@@ -136,8 +136,9 @@ class TrainConfig:
                                 check=_validation.optional(one_of(tuple(PRESETS))), metavar="NAME")  # fmt: skip
     epochs: int = option(10, "passes over the training set", check=_positive, parse=_int, metavar="N")
     time_budget: float | None = option(None, "minutes of wall clock per model: replaces --epochs by as many epochs "
-                                       "as fit, planned from the step time measured here before training and "
-                                       "shortened after each epoch that shows fewer fit (the schedule ends there)",
+                                       "as fit, planned from the step time measured here before training (at most) "
+                                       "and re-planned after each epoch from the epochs' wall time (the schedule "
+                                       "ends there)",
                                        check=_validation.optional(in_range(low=0.0, low_open=True)), parse=_float,
                                        metavar="MIN")  # fmt: skip
     batch_size: int = option(128, "images per step, for training and validation", check=_positive, parse=_int,

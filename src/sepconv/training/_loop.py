@@ -162,7 +162,8 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
     checkpoint = Checkpoint(folder, log, state, on_saved, writer=placement.writer, saving=placement.saving)
     callbacks = [DataEpoch(train), log, checkpoint, display]
     if config.time_budget:  # before the checkpoint, which saves the plan with the epoch
-        callbacks.insert(2, TimeBudget(config.time_budget, state, len(train), display.set_epochs))
+        epoch_s = state["budget_step_s"] * len(train) if "budget_step_s" in state else None
+        callbacks.insert(2, TimeBudget(config.time_budget, state, len(train), epoch_s, display.set_epochs))
     try:
         model.fit(
             fit_input(train),

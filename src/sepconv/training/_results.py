@@ -27,6 +27,7 @@ def summarize(state):
         "macs": state["macs"],
         "epochs": len(rows),
         "train_time_s": sum(r["epoch_time_s"] for r in rows),
+        "budget_elapsed_s": state.get("budget_elapsed_s"),  # wall clock a --time-budget run spent (TimeBudget)
         "median_epoch_time_s": statistics.median(r["epoch_time_s"] for r in timed),
         "median_images_per_s": statistics.median(r["images_per_s"] for r in timed),
         "timed_epochs": [r["epoch"] for r in timed],
