@@ -11,7 +11,8 @@ from helpers import BACKEND
 from test_convert import branchy_model, numpy, randomize, relative_error, single_conv
 
 from sepconv.convert import convert, factorize, finetune
-from sepconv.convert._finetune import distillation_loss
+from sepconv.convert._features import feature_loss
+from sepconv.convert._finetune import _Distilled, distillation_loss
 from sepconv.data import Batches
 
 
@@ -418,6 +419,80 @@ def test_finetune_distills_from_the_teacher_and_leaves_it_untouched(rng):
         finetune(student, train, teacher=teacher, label_weight=1.5)
     with pytest.raises(ValueError, match=r"^temperature must be a number in \(0, inf\)\. Received: temperature=0$"):
         finetune(student, train, teacher=teacher, temperature=0)
+
+
+def numpy_feature_loss(student, teacher):
+    """Mean over layers of ||s - t||^2 / ||t||^2 over the whole batch, in float64."""
+    return np.mean([np.sum((s - t) ** 2) / np.sum(t**2) for s, t in zip(student, teacher)])
+
+
+def test_feature_loss_matches_numpy(rng):
+    student = [rng.normal(size=(4, 3, 3, 2)), rng.normal(size=(4, 5))]
+    teacher = [rng.normal(size=(4, 3, 3, 2)), rng.normal(size=(4, 5))]
+    got = numpy(feature_loss([x.astype("float32") for x in student], [x.astype("float32") for x in teacher]))
+    np.testing.assert_allclose(got, numpy_feature_loss(student, teacher), rtol=1e-5)
+
+
+def two_conv_teacher(rng):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.Conv2D(5, 3, activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return randomize(keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(x)), rng)
+
+
+def test_distillation_with_features_adds_the_layers_relative_error(rng):
+    # reference: each model's layer outputs from Keras' own sub-models, the loss in numpy
+    teacher = two_conv_teacher(rng)
+    student, _ = convert(teacher, rank=1, calibration=None)
+    images = rng.normal(size=(8, 8, 8, 3)).astype("float32")
+    labels = rng.integers(0, 3, size=8)
+    combined = _Distilled(student, teacher, feature_weight=0.5)
+    combined.compile(loss=distillation_loss(3, 2.0, 0.3, from_logits=False))
+    got = combined.evaluate(images, labels, batch_size=8, verbose=0)
+
+    def outputs(model):
+        names = ["conv1", "conv2", "head"]
+        return [numpy(keras.Model(model.inputs, model.get_layer(n).output)(images)) for n in names]
+
+    s, t = outputs(student), outputs(teacher)
+    expected = numpy_distillation(labels, s[2], t[2], 2.0, 0.3).mean() + 0.5 * numpy_feature_loss(s[:2], t[:2])
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_finetune_with_features_brings_the_layers_closer_to_the_teacher(rng):
+    # against the same fine-tune on labels only, from the same weights
+    teacher = two_conv_teacher(rng)
+    student, _ = convert(teacher, rank=1, calibration=None)
+    labels_only, _ = convert(teacher, rank=1, calibration=None)
+    images = rng.integers(0, 256, size=(64, 8, 8, 3), dtype=np.uint8)
+    train = Batches(images, rng.integers(0, 3, size=64), batch_size=16, seed=0)
+    x = train[0][0]
+
+    def error(model):
+        s, t = (keras.Model(m.inputs, m.get_layer("conv2").output)(x) for m in (model, teacher))
+        return relative_error(t, s)
+
+    before = error(student)
+    for model, weight in [(student, 1.0), (labels_only, 0.0)]:
+        finetune(model, train, epochs=4, learning_rate=1e-2, verbose=0, teacher=teacher, label_weight=1.0,
+                 feature_weight=weight)  # fmt: skip
+    assert error(student) < 0.9 * min(before, error(labels_only)), (before, error(student), error(labels_only))
+
+
+def test_feature_distillation_errors(rng):
+    teacher = two_conv_teacher(rng)
+    student, _ = convert(teacher, rank=1, calibration=None)
+    train = Batches(rng.integers(0, 256, size=(16, 8, 8, 3), dtype=np.uint8), rng.integers(0, 3, size=16),
+                    batch_size=16)  # fmt: skip
+    with pytest.raises(ValueError, match=r"^feature_weight needs a teacher\. Received: feature_weight=1\.0, teacher"):
+        finetune(student, train, feature_weight=1.0)
+    with pytest.raises(ValueError, match=r"^feature_weight must be a number in \[0, inf\)\. Received: .*=-1\.0$"):
+        finetune(student, train, teacher=teacher, feature_weight=-1.0)
+    nested = keras.Sequential([keras.Input((8, 8, 3)), student])
+    with pytest.raises(ValueError, match=r"^feature distillation needs converted layers at the top level .*Received: "):
+        finetune(nested, train, teacher=teacher, feature_weight=1.0)
 
 
 def reference_step(t, steps, learning_rate, schedule, warmup_steps):

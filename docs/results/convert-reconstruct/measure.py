@@ -47,6 +47,7 @@ def main():
     parser.add_argument("--warmup", type=float, default=0.0)
     parser.add_argument("--temperature", type=float, default=4.0)
     parser.add_argument("--label-weight", type=float, default=0.0)
+    parser.add_argument("--feature-weight", type=float, default=0.0)
     parser.add_argument("--train-batch-norm", action="store_true")
     args = parser.parse_args()
     source = os.environ["SEPCONV_DATA"]
@@ -77,7 +78,8 @@ def main():
         row["finetune"] = finetune_on_cifar10(
             new_model, model, source, epochs=args.epochs, train_size=args.train_size,
             learning_rate=args.learning_rate, schedule=args.schedule, warmup=args.warmup, temperature=args.temperature,
-            label_weight=args.label_weight, freeze_batch_norm=not args.train_batch_norm, verbose=0,
+            label_weight=args.label_weight, feature_weight=args.feature_weight,
+            freeze_batch_norm=not args.train_batch_norm, verbose=0,
         )  # fmt: skip
         write_text(os.path.join(args.out, f"rank-{rank}.json"), json.dumps(row, indent=2) + "\n")
         tuned = row["finetune"]

@@ -157,6 +157,14 @@ def add_parser(subparsers):
         "only; 1: labels only)",
     )
     parser.add_argument(
+        "--feature-weight",
+        default=0.0,
+        type=_float_flag("--feature-weight", _options.in_range(low=0.0)),
+        metavar="B",
+        help="fine-tuning also matches each converted layer's output to IN's, B times their mean relative squared "
+        "error (default 0: IN's final outputs only)",
+    )
+    parser.add_argument(
         "--train-batch-norm",
         action="store_true",
         help="fine-tune BatchNorm layers in training mode (default: frozen, in inference mode)",
@@ -244,6 +252,7 @@ def run(args):
             verbose=0 if args.json else "auto",
             temperature=args.temperature,
             label_weight=args.label_weight,
+            feature_weight=args.feature_weight,
             freeze_batch_norm=not args.train_batch_norm,
         )
     save_model(new_model, args.output)
@@ -258,6 +267,7 @@ def run(args):
         accuracy = tuned["accuracy"]
         how = f"distilled from IN, temperature {tuned['temperature']:g}"
         how = "labels only" if tuned["label_weight"] == 1 else how
+        how += f", layer outputs weighted {tuned['feature_weight']:g}" if tuned["feature_weight"] else ""
         console.print(
             f"Fine-tuned {tuned['epochs']} epoch(s) on {tuned['train_images']:,} images ({how}). "
             f"Validation accuracy on {tuned['validation']}: original {accuracy['original']:.4f}, converted "

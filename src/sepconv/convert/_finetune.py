@@ -14,9 +14,11 @@ knowledge distillation from the original network (Hinton, Vinyals & Dean,
 with ``t``, ``s`` the teacher's and the student's logits (log-probabilities
 when the models end in a softmax: the same up to a constant per sample) and
 ``T`` the temperature; ``T^2`` keeps the soft term's gradients on the scale of
-the hard one's (Hinton et al., Sec. 2). The teacher runs in inference mode
-inside the training graph, on the same augmented batch as the student, and is
-never updated.
+the hard one's (Hinton et al., Sec. 2). With ``feature_weight`` the loss adds
+that weight times the converted layers' relative output error against their
+originals (`_features`). The teacher runs in inference mode inside the
+training graph, on the same augmented batch as the student, and is never
+updated.
 
 By default the student's BatchNorm layers stay in inference mode, their
 statistics and scales frozen (`freeze_batch_norm`): reconstruction fitted each
@@ -32,6 +34,7 @@ import keras
 
 from sepconv import _validation
 from sepconv._schedules import warmup_cosine
+from sepconv.convert._features import feature_loss, feature_pairs, with_features
 
 __all__ = ["SCHEDULES", "cifar10_calibration", "distillation_loss", "finetune", "finetune_on_cifar10"]
 
@@ -89,17 +92,28 @@ def _frozen_batch_norm(model, frozen):
 class _Distilled(keras.Model):
     """`concat([student(x), teacher(x)])`: the teacher in inference mode, never differentiated.
 
-    Subclassed rather than Functional: a converted student keeps its teacher's
-    name, and a Functional model refuses two nested models of the same name.
+    With `feature_weight`, both run as `with_features` models (the same
+    weights) and the feature term goes in with `add_loss`. Subclassed rather
+    than Functional: a converted student keeps its teacher's name, and a
+    Functional model refuses two nested models of the same name.
     """
 
-    def __init__(self, student, teacher):
+    def __init__(self, student, teacher, feature_weight=0.0):
         super().__init__(name=f"{student.name}_distilled")
+        self.feature_weight = feature_weight
+        if feature_weight:
+            pairs = feature_pairs(student, teacher)
+            student = with_features(student, [s for s, _ in pairs])
+            teacher = with_features(teacher, [t for _, t in pairs])
         self.student, self.teacher = student, teacher
 
     def call(self, inputs, training=False):
-        target = keras.ops.stop_gradient(self.teacher(inputs, training=False))
-        return keras.ops.concatenate([self.student(inputs, training=training), target], axis=-1)
+        target = keras.tree.map_structure(keras.ops.stop_gradient, self.teacher(inputs, training=False))
+        output = self.student(inputs, training=training)
+        if self.feature_weight:
+            self.add_loss(self.feature_weight * feature_loss(output[1:], target[1:]))
+            output, target = output[0], target[0]
+        return keras.ops.concatenate([output, target], axis=-1)
 
 
 def _optimizer(learning_rate, schedule, warmup, steps):
@@ -128,7 +142,7 @@ def _steps(train, epochs, schedule, warmup):
 
 
 def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, from_logits=False, verbose="auto",
-             teacher=None, temperature=4.0, label_weight=0.0, freeze_batch_norm=True,
+             teacher=None, temperature=4.0, label_weight=0.0, feature_weight=0.0, freeze_batch_norm=True,
              schedule="constant", warmup=0.0):  # fmt: skip
     """Trains `model` in place and returns the `fit` history as a dict.
 
@@ -148,6 +162,10 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
         temperature: softens both output distributions, > 0.
         label_weight: in [0, 1], the labels' share of the loss (0: the
             teacher's outputs only; 1: labels only, as without a teacher).
+        feature_weight: >= 0, adds this times the mean relative squared
+            error of the converted layers' outputs against the teacher's
+            (`_features`; needs `teacher`, and converted layers at the top
+            level of `model`); 0: the outputs only.
         freeze_batch_norm: keep `model`'s BatchNormalization layers in
             inference mode, statistics and scales unchanged.
         schedule: one of `SCHEDULES`: "constant" keeps `learning_rate`;
@@ -165,21 +183,25 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
     _validation.number(learning_rate, "learning_rate", low=0.0, low_open=True)
     temperature = _validation.number(temperature, "temperature", low=0.0, low_open=True)
     label_weight = _validation.number(label_weight, "label_weight", low=0.0, high=1.0)
+    feature_weight = _validation.number(feature_weight, "feature_weight", low=0.0)
+    if feature_weight and teacher is None:
+        raise ValueError(f"feature_weight needs a teacher. Received: feature_weight={feature_weight}, teacher=None")
     schedule = _validation.choice(schedule, SCHEDULES, "schedule")
     warmup = _validation.number(warmup, "warmup", low=0.0, high=1.0, high_open=True)
     optimizer = _optimizer(learning_rate, schedule, warmup, _steps(train, epochs, schedule, warmup))
     with _frozen_batch_norm(model, _validation.boolean(freeze_batch_norm, "freeze_batch_norm")):
         return _fit(model, train, validation, epochs, optimizer, from_logits, verbose, teacher, temperature,
-                    label_weight)  # fmt: skip
+                    label_weight, feature_weight)  # fmt: skip
 
 
-def _fit(model, train, validation, epochs, optimizer, from_logits, verbose, teacher, temperature, label_weight):
-    if teacher is not None and label_weight < 1:
+def _fit(model, train, validation, epochs, optimizer, from_logits, verbose, teacher, temperature, label_weight,
+         feature_weight):  # fmt: skip
+    if teacher is not None and (label_weight < 1 or feature_weight):
         classes = int(model.outputs[0].shape[-1])
         trainable = [(layer, layer.trainable) for layer in teacher._flatten_layers(include_self=True)]
         teacher.trainable = False
         try:
-            combined = _Distilled(model, teacher)
+            combined = _Distilled(model, teacher, feature_weight)
             combined.compile(
                 optimizer=optimizer,
                 loss=distillation_loss(classes, temperature, label_weight, bool(from_logits)),
@@ -235,19 +257,19 @@ def _accuracy(model, data, from_logits):
 
 
 def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, batch_size=128, learning_rate=1e-4,
-                        from_logits=False, verbose="auto", temperature=4.0, label_weight=0.0,
+                        from_logits=False, verbose="auto", temperature=4.0, label_weight=0.0, feature_weight=0.0,
                         freeze_batch_norm=True, schedule="constant", warmup=0.0):  # fmt: skip
     """Fine-tunes a converted `model` in place on CIFAR-10 and reports test accuracies.
 
     Trains on `train_size` stratified training images (all by default) with crop+flip
     augmentation, seed 0, distilling from `original` (`temperature`, `label_weight`,
-    `schedule`, `warmup`: see `finetune`; `label_weight=1` trains on labels only), and
+    `feature_weight`, `schedule`, `warmup`: see `finetune`; `label_weight=1` trains on labels only), and
     measures the test accuracy of `original`, of `model` before and after. `source` is a CIFAR-10 copy as
     `sepconv.data.load_cifar10` takes it.
 
     Returns:
         A JSON-ready dict: epochs, train_images, validation, learning_rate,
-        schedule, temperature, label_weight, seconds (of training), accuracy {original,
+        schedule, temperature, label_weight, feature_weight, seconds (of training), accuracy {original,
         converted, finetuned} and the per-epoch history.
     """
     import time
@@ -265,7 +287,8 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
     start = time.perf_counter()
     history = finetune(
         model, train, val, epochs=epochs, learning_rate=learning_rate, from_logits=from_logits, verbose=verbose,
-        teacher=original, temperature=temperature, label_weight=label_weight, freeze_batch_norm=freeze_batch_norm,
+        teacher=original, temperature=temperature, label_weight=label_weight, feature_weight=feature_weight,
+        freeze_batch_norm=freeze_batch_norm,
         schedule=schedule, warmup=warmup,
     )  # fmt: skip
     seconds = time.perf_counter() - start
@@ -279,6 +302,7 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
         "warmup": warmup,
         "temperature": temperature,
         "label_weight": label_weight,
+        "feature_weight": feature_weight,
         "freeze_batch_norm": freeze_batch_norm,
         "seconds": seconds,
         "accuracy": accuracy,
