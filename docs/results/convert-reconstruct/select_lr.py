@@ -2,19 +2,20 @@
 
     KERAS_BACKEND=tensorflow python select_lr.py IN.keras --rank 2 --out DIR [--learning-rates 1e-4 3e-4 1e-3] \
         [--schedule constant|cosine] [--temperatures 4] [--label-weights 0] [--batch-sizes 128] \
-        [--warmups 0] [--feature-weights 0]
+        [--warmups 0] [--feature-weights 0] [--iterations 4] [--relu-rounds 2]
 
-Converts IN at `--rank` with reconstruction (1,024 calibration training images, the
-defaults of `convert`), then, from those same weights for each step size, distills one
-epoch (Adam, its step constant or decayed to 0 on a cosine, temperature 4, no labels,
-crop+flip) over the 45,000 training images left after holding out 5,000 (stratified,
-seed 0), and measures the student's accuracy on the held-out 5,000. The test set is
-not read. `--temperatures`, `--label-weights` (the labels' share of the loss),
-`--batch-sizes`, `--warmups` (`finetune`'s `warmup`) and `--feature-weights` (its
-`feature_weight`) add those to the grid. Writes DIR/select-rank-R.json (-cosine with the
-cosine, -T2-8 for temperatures 2 and 8, -L0-0.3 for label weights 0 and 0.3, -b128-64 for
-batch sizes 128 and 64, -w0.1 for warmup 0.1, -F1-3 for feature weights 1 and 3) and prints
-the setting with the best held-out accuracy.
+Converts IN at `--rank` with reconstruction (1,024 calibration training images,
+`--iterations` and `--relu-rounds` as `sepconv convert` takes them), then, from those
+same weights for each step size, distills one epoch (Adam, its step constant or decayed
+to 0 on a cosine, temperature 4, no labels, crop+flip) over the 45,000 training images
+left after holding out 5,000 (stratified, seed 0), and measures the student's accuracy
+on the held-out 5,000. The test set is not read. `--temperatures`, `--label-weights`
+(the labels' share of the loss), `--batch-sizes`, `--warmups` (`finetune`'s `warmup`)
+and `--feature-weights` (its `feature_weight`) add those to the grid. Writes
+DIR/select-rank-R.json (-cosine with the cosine, -T2-8 for temperatures 2 and 8, -L0-0.3 for label
+weights 0 and 0.3, -b128-64 for batch sizes 128 and 64, -w0.1 for warmup 0.1, -F1-3 for
+feature weights 1 and 3) and prints the setting with the best held-out accuracy. Other
+`--iterations` or `--relu-rounds` than the defaults add -i8 or -r4 to the name.
 """
 
 import argparse
@@ -44,6 +45,8 @@ def main():
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[128])
     parser.add_argument("--warmups", nargs="+", type=float, default=[0.0])
     parser.add_argument("--feature-weights", nargs="+", type=float, default=[0.0])
+    parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--relu-rounds", type=int, default=2)
     args = parser.parse_args()
     source = os.environ["SEPCONV_DATA"]
     os.makedirs(args.out, exist_ok=True)
@@ -55,12 +58,18 @@ def main():
     held_out = Batches(splits.x_val, splits.y_val, batch_size=256, shuffle=False, data_format=data_format)
     calibration = cifar10_calibration(source, 1024, model)
     start = time.perf_counter()
-    student, report = convert(model, rank=args.rank, calibration=calibration, reconstruct=True)
+    student, report = convert(model, rank=args.rank, calibration=calibration, reconstruct=True,
+                              iterations=args.iterations, relu_rounds=args.relu_rounds)  # fmt: skip
     reconstructed = student.get_weights()
-    record = {"input": args.input, "rank": args.rank, "schedule": args.schedule,
+    record = {"input": args.input, "rank": args.rank, "schedule": args.schedule, "iterations": args.iterations,
+              "relu_rounds": args.relu_rounds,
               "reconstruction_seconds": time.perf_counter() - start, "train_images": len(splits.y_train),
               "held_out": splits.validation, "runs": [],
               "environment": _provenance.environment(), "reconstruction": report.reconstruction}  # fmt: skip
+    student.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    accuracy = float(student.evaluate(held_out, verbose=0, return_dict=True)["accuracy"])
+    record["reconstructed_held_out_accuracy"] = accuracy
+    print(f"rank {args.rank} reconstructed: held-out accuracy {accuracy:.4f}", flush=True)
     grid = itertools.product(args.learning_rates, args.temperatures, args.label_weights, args.batch_sizes,
                              args.warmups, args.feature_weights)  # fmt: skip
     for learning_rate, temperature, label_weight, batch_size, warmup, feature_weight in grid:
@@ -83,6 +92,8 @@ def main():
     record["chosen_label_weight"], record["chosen_batch_size"] = best["label_weight"], best["batch_size"]
     record["chosen_warmup"], record["chosen_feature_weight"] = best["warmup"], best["feature_weight"]
     suffix = "" if args.schedule == "constant" else f"-{args.schedule}"
+    suffix += f"-i{args.iterations}" if args.iterations != 4 else ""
+    suffix += f"-r{args.relu_rounds}" if args.relu_rounds != 2 else ""
     for flag, values, default in (("T", args.temperatures, [4.0]), ("L", args.label_weights, [0.0]),
                                   ("b", args.batch_sizes, [128]), ("w", args.warmups, [0.0]),
                                   ("F", args.feature_weights, [0.0])):  # fmt: skip
