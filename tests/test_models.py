@@ -122,10 +122,18 @@ def test_dsc_resnet9_parameter_count_by_hand():
     assert [layer.output.shape[1:] for layer in half.layers if layer.name.endswith("_pool")][:3] == [
         (16, 16, 64), (8, 8, 128), (4, 4, 256)
     ]  # fmt: skip
+    halved = [(cin // 2, cout // 2) for cin, cout in layers]
+    half_head = 256 * 10 + 10
+    assert create_model("dsc_resnet9_half").count_params() == (
+        regular(3, 32) + sum(sep(*io) for io in halved) + half_head
+    ) == 201_418  # fmt: skip
+    assert create_model("resnet9_half").count_params() == regular(3, 32) + sum(regular(*io) for io in halved) + half_head
 
 
 @pytest.mark.parametrize(
-    "name", ["mobilenet_v1", "mobilenet_v2", "dsc_resnet", "dsc_resnet10", "resnet10", "dsc_resnet9", "vgg_mobilenet"]
+    "name",
+    ["mobilenet_v1", "mobilenet_v2", "dsc_resnet", "dsc_resnet10", "resnet10", "dsc_resnet9", "dsc_resnet9_half",
+     "vgg_mobilenet"],  # fmt: skip
 )
 def test_zoo_models_run_and_output_probabilities(name, rng):
     model = create_model(name, num_classes=7)
