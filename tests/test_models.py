@@ -118,15 +118,12 @@ def test_dsc_resnet9_parameter_count_by_hand():
     assert create_model("dsc_resnet9").count_params() == stem + sum(sep(*io) for io in layers) + head == 767_370
     # The regular twin is Page's DAWNBench ResNet-9 (6.5M parameters).
     assert create_model("resnet9").count_params() == stem + sum(regular(*io) for io in layers) + head == 6_577_610
-    half = create_model("dsc_resnet9", width=0.5)
+    half = create_model("dsc_resnet9_half")  # width 0.5
     assert [layer.output.shape[1:] for layer in half.layers if layer.name.endswith("_pool")][:3] == [
         (16, 16, 64), (8, 8, 128), (4, 4, 256)
     ]  # fmt: skip
-    halved = [(cin // 2, cout // 2) for cin, cout in layers]
-    half_head = 256 * 10 + 10
-    assert create_model("dsc_resnet9_half").count_params() == (
-        regular(3, 32) + sum(sep(*io) for io in halved) + half_head
-    ) == 201_418  # fmt: skip
+    halved, half_head = [(cin // 2, cout // 2) for cin, cout in layers], 256 * 10 + 10
+    assert half.count_params() == regular(3, 32) + sum(sep(*io) for io in halved) + half_head == 201_418
     half_regular = regular(3, 32) + sum(regular(*io) for io in halved) + half_head
     assert create_model("resnet9_half").count_params() == half_regular
 

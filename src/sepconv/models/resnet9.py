@@ -58,7 +58,7 @@ def dsc_resnet9(width=1.0, stem=64, conv="separable", input_shape=(32, 32, 3), n
 
 register_model("dsc_resnet9", dsc_resnet9)
 register_model("resnet9", dsc_resnet9, conv="regular")
-# Half width: 201,418 parameters, under the 300k of ResNet-20. Every channel count stays a multiple
-# of 32; in bfloat16 on this AMX CPU a width of 0.5625 (72-144-288) steps 2.8x slower than 0.5.
+# Half width: 201,418 parameters, under ResNet-20's 270k. Every channel count stays a multiple of 32:
+# in bfloat16 on an AMX CPU, width 0.5625 (72-144-288) trains 4x slower (docs/results/bench-channels).
 register_model("dsc_resnet9_half", dsc_resnet9, width=0.5)
 register_model("resnet9_half", dsc_resnet9, width=0.5, conv="regular")
