@@ -11,12 +11,11 @@ import sys
 from sepconv.cli import main
 from sepconv.models import dsc_resnet9, register_model
 
-# width: the largest power of two dividing every channel count (stem excluded)
-WIDTHS = {0.5: 32, 0.5625: 8, 0.625: 16, 0.75: 32}
+# Every channel count after the stem a multiple of 32, 8, 16 and 32.
+WIDTHS = (0.5, 0.5625, 0.625, 0.75)
 
 if __name__ == "__main__":
-    names = []
-    for width in WIDTHS:
-        names.append(f"dsc_resnet9_w{width}")
-        register_model(names[-1], dsc_resnet9, width=width)
+    names = [f"dsc_resnet9_w{width}" for width in WIDTHS]
+    for name, width in zip(names, WIDTHS):
+        register_model(name, dsc_resnet9, width=width)
     sys.exit(main(["bench", "model", *names, "--mode", "train", *sys.argv[1:]]))
