@@ -316,6 +316,20 @@ def test_time_budget_replans_the_epochs_and_the_schedule_from_the_epochs_wall_ti
     assert model.optimizer._learning_rate.decay_steps == plans[-1] * 2 - 1
 
 
+def test_time_budget_keeps_its_plan_through_small_swings_of_the_epoch_time():
+    # Epochs of 9 and 11 s around the probe's 10 s: a median of the last three would move a 10-epoch plan to 9
+    # after epoch 2 (10.5 s per epoch, 79 s left) and back to 10 after epoch 4, rebuilding the step twice. The
+    # plan's 5 s overrun is within a tenth of the time left, so it stands, and the run ends on the budget.
+    x, y = np.ones((8, 4), "float32"), np.zeros((8, 1), "float32")
+    model = _dense_model(keras.optimizers.SGD(warmup_cosine(0.1, 10 * 2, warmup_steps=1)))
+    ticks = [0, 10, 21, 30, 41, 50, 59, 70, 79, 90, 100]
+    clock, state, heard = iter(ticks), {}, []
+    budget = TimeBudget(100 / 60, state, 2, epoch_s=10.0, on_plan=heard.append, clock=lambda: next(clock))
+    history = model.fit(x, y, batch_size=4, epochs=10, callbacks=[budget], verbose=0)
+    assert heard == [10] and len(history.history["loss"]) == 10
+    assert state["budget_elapsed_s"] == pytest.approx(100)
+
+
 def test_a_new_schedule_length_reaches_the_compiled_step():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(4, 4)).astype("float32"), rng.normal(size=(4, 1)).astype("float32")

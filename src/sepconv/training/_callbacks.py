@@ -123,17 +123,23 @@ class TimeBudget(keras.callbacks.Callback):
     """Ends a run within `minutes` of wall clock, its cosine schedule with it.
 
     `fit` runs for `state["epochs"]`, planned from the step time alone
-    (`_loop.budget_epochs`), at most. After each epoch the epochs that fit are counted
-    anew, from the median wall time (steps, validation, the previous checkpoint) of the
-    last three measured epochs, the probe's estimate `epoch_s` standing in until there
-    are three; when the count differs from the plan, the plan and the schedule's decay
-    move to it. A host that slows down thus costs epochs rather than minutes, and one slow
-    epoch does not cost the rest of the run. An epoch that compiled the step (the first of
-    `fit`, the first after a new plan) is not measured and keeps the plan. The schedule's
-    length is compiled into the train step, so a new plan rebuilds it. `state` keeps the
+    (`_loop.budget_epochs`), at most. After each epoch the plan is checked against the
+    median wall time (steps, validation, the previous checkpoint) of the last `window`
+    measured epochs, the probe's estimate `epoch_s` counting as one until `window` are. When
+    the plan would end more than `tolerance` of the time left past the budget, or leaves
+    a whole epoch and that much more unused, the plan and the schedule's decay move to
+    the epochs that fit. A host that slows down thus costs epochs rather than minutes, and
+    one slow epoch does not cost the rest of the run. The band keeps the plan, and with it
+    the schedule's decay, from following every swing of a host whose epochs vary by a
+    fifth from one to the next; it narrows as the time left does, so the last plans are
+    exact. The schedule's length is compiled into the train step, so each new plan
+    rebuilds it; the epoch that compiles it is not measured and keeps the plan. `state` keeps the
     plan (`budget_plan`) and the wall time spent (`budget_elapsed_s`) for a resume; place
     this callback before `Checkpoint`, which saves them. `on_plan(epochs)` hears of each plan.
     """
+
+    window = 8  # epochs in the median; with three, a host of 32 s and 42 s epochs moved an hour's plan 33 times
+    tolerance = 0.1  # share of the time left by which the plan may miss the budget before it changes
 
     def __init__(self, minutes, state, steps_per_epoch, epoch_s=None, on_plan=None, clock=time.perf_counter):
         super().__init__()
@@ -163,8 +169,11 @@ class TimeBudget(keras.callbacks.Callback):
             fits = plan if elapsed < self.seconds else done
         else:
             self.times.append(last)
-            epoch_s = statistics.median(self.times[-3:])
-            fits = done + int(max(self.seconds - elapsed, 0.0) // epoch_s)
+            epoch_s = statistics.median(self.times[-self.window :])
+            left = max(self.seconds - elapsed, 0.0)
+            unused = left - (plan - done) * epoch_s  # negative: the plan runs past the budget
+            band = self.tolerance * left
+            fits = plan if -band <= unused < epoch_s + band else done + int(left // epoch_s)
         fits = min(fits, self.params["epochs"])
         if fits != plan:
             self.state["budget_plan"] = fits
