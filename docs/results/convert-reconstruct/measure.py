@@ -49,6 +49,7 @@ def main():
     parser.add_argument("--label-weight", type=float, default=0.0)
     parser.add_argument("--feature-weight", type=float, default=0.0)
     parser.add_argument("--train-batch-norm", action="store_true")
+    parser.add_argument("--exclude", nargs="+", metavar="PATTERN", help="layers left as they are (convert --exclude)")
     args = parser.parse_args()
     source = os.environ["SEPCONV_DATA"]
     os.makedirs(args.out, exist_ok=True)
@@ -59,10 +60,10 @@ def main():
     for rank in args.ranks:
         row = {"input": args.input, "rank": rank, "config": vars(args), "environment": _provenance.environment()}
         start = time.perf_counter()
-        svd_model, svd_report = convert(model, rank=rank, calibration=calibration[:64])
+        svd_model, svd_report = convert(model, rank=rank, exclude=args.exclude, calibration=calibration[:64])
         row["svd"] = {"seconds": time.perf_counter() - start, "accuracy": accuracy(svd_model, test)}
         start = time.perf_counter()
-        new_model, report = convert(model, rank=rank, calibration=calibration, reconstruct=True,
+        new_model, report = convert(model, rank=rank, exclude=args.exclude, calibration=calibration, reconstruct=True,
                                     iterations=args.iterations, relu_rounds=args.relu_rounds)  # fmt: skip
         seconds = time.perf_counter() - start
         # The ReLU rounds' passes run both networks again only where the layer's inputs
