@@ -14,6 +14,7 @@ epoch time and counted in `extrapolated`.
 import argparse
 import csv
 import glob
+import itertools
 import json
 import os
 import statistics
@@ -45,9 +46,9 @@ def replay(minutes, epoch_s, steps, plan, times, window, tolerance):
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(warmup_cosine(0.1, plan * steps, warmup_steps=1)), loss="mse")
     extra = [statistics.median(times)] * plan
-    ticks = iter([0.0] + [sum((times + extra)[: i + 1]) for i in range(len(times) + plan)])
+    ticks = itertools.accumulate(times + extra, initial=0.0)
     plans, state = [], {}
-    budget = TimeBudget(minutes, state, steps, epoch_s, on_plan=plans.append, clock=lambda: next(ticks))
+    budget = TimeBudget(minutes, state, steps, epoch_s, on_plan=plans.append, clock=ticks.__next__)
     budget.window, budget.tolerance = window, tolerance
     budget.set_model(model)
     budget.set_params({"epochs": plan})
