@@ -318,7 +318,7 @@ def test_time_budget_replans_the_epochs_and_the_schedule_from_the_epochs_wall_ti
 
 def test_time_budget_keeps_its_plan_through_small_swings_of_the_epoch_time():
     # Epochs of 9 and 11 s around the probe's 10 s: a median of the last three would move a 10-epoch plan to 9
-    # after epoch 2 (10.5 s per epoch, 79 s left) and back to 10 after epoch 4, rebuilding the step twice. The
+    # after epoch 2 (10.5 s per epoch, 79 s left) and back to 10 after epoch 6, rebuilding the step twice. The
     # plan's 5 s overrun is within a tenth of the time left, so it stands, and the run ends on the budget.
     x, y = np.ones((8, 4), "float32"), np.zeros((8, 1), "float32")
     model = _dense_model(keras.optimizers.SGD(warmup_cosine(0.1, 10 * 2, warmup_steps=1)))
