@@ -112,13 +112,15 @@ def test_fit_bench_times_epochs_next_to_steps(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SEPCONV_CACHE", str(tmp_path / "cache"))
     archive = image_folder_archive(tmp_path / "tiny.tar.gz", train_per_class=4, test_per_class=1)
     output = tmp_path / "fit.json"
-    argv = ["fit", "vgg_separable", "--train-size", "12", "--batch-size", "4", "--epochs", "2", "--data", archive]
+    argv = ["fit", "vgg_separable", "--train-size", "12", "--batch-size", "4", "--epochs", "2", "--data", archive,
+            "--recipe", "fast", "--dtype-policy", "mixed_bfloat16"]  # fmt: skip
     assert main(["bench", *argv, "--output", str(output)]) == 0
     assert "fit / step" in capsys.readouterr().out
     result = json.loads(output.read_text())
     assert result["benchmark"] == "fit" and result["data"]["train_images"] == 12
     assert [r["augment"] for r in result["results"]] == [False, True]
     for record in result["results"]:
+        assert (record["dtype_policy"], record["optimizer"]) == ("mixed_bfloat16", "SGD")  # read off the model
         assert len(record["fit_epochs_images_per_s"]) == 2 and len(record["step_blocks_images_per_s"]) == 3
         assert len(record["step"]["samples_ms"]) == 2 * 3  # two blocks of an epoch's three steps
         assert record["fit_vs_step"] > 0 and record["step_images_per_s"] > 0
@@ -154,6 +156,7 @@ def test_tune_fills_the_cache_that_auto_reads(tmp_path, monkeypatch, capsys):
         (["layer", "--repeats", "0"], "--repeats must be positive. Received: --repeats=0"),
         (["layer", "--warmup", "-1"], "--warmup must be non-negative. Received: --warmup=-1"),
         (["fit", "--train-size", "64"], r"train_size must be at least batch_size .* Received: train_size=64, batch_size=128"),
+        (["fit", "--dtype-policy", "float16"], r"--dtype-policy must be one of .* Received: --dtype-policy='float16'"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(argv, message, capsys):

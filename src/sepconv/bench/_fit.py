@@ -15,6 +15,7 @@ import statistics
 from sepconv import _options, _provenance, _validation
 from sepconv._options import option
 from sepconv.bench import _timing
+from sepconv.training._config import DTYPE_POLICIES, RECIPES
 
 
 # Timing options `fit` does not use: steps are timed in blocks of one epoch, after a warm-up epoch.
@@ -45,6 +46,10 @@ class FitBenchConfig(_timing.TimingOptions):
                          parse=_options.parse_int, metavar="N")  # fmt: skip
     data: str | None = option(None, "CIFAR-10 copy (default: $SEPCONV_DATA, else keras.datasets)",
                               check=_validation.optional(_validation.string), metavar="PATH")  # fmt: skip
+    recipe: str = option("tutorial", "sepconv train recipe whose optimizer, schedule and loss compile the model: "
+                         + ", ".join(RECIPES), check=_options.one_of(tuple(RECIPES)), metavar="NAME")  # fmt: skip
+    dtype_policy: str = option("float32", "Keras dtype policy of the model, as sepconv train --dtype-policy",
+                               check=_options.one_of(DTYPE_POLICIES), metavar="POLICY")  # fmt: skip
 
     def __post_init__(self):
         super().__post_init__()
@@ -95,6 +100,8 @@ def _fit_epochs(model_name, splits, train_config, config, progress):
     epochs_img_s = [row["images_per_s"] for row in log.rows[1:]]
     return {
         "model": model_name,
+        "dtype_policy": model.dtype_policy.name,
+        "optimizer": type(model.optimizer).__name__,
         "augment": train_config.augment,
         "train_images": len(splits.y_train),
         "batch_size": train_config.batch_size,
@@ -121,7 +128,8 @@ def run(config, progress=None):
         for name in config.models:
             for setting in config.augment:
                 train_config = make_config(
-                    "tutorial", batch_size=config.batch_size, augment=setting == "on", seed=config.seed
+                    config.recipe, batch_size=config.batch_size, augment=setting == "on", seed=config.seed,
+                    dtype_policy=config.dtype_policy,
                 )
                 results.append(_fit_epochs(name, splits, train_config, config, progress))
     return {

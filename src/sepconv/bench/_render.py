@@ -112,7 +112,7 @@ def fit_table(result):
     config = result["config"]
     table = Table(
         title=f"sepconv bench fit: batch {config['batch_size']}, {result['data']['train_images']:,} training images, "
-        f"implementation {config['implementation']}",
+        f"recipe {config['recipe']}, {config['dtype_policy']}, implementation {config['implementation']}",
         caption=escape(
             "step: train_on_batch on one batch, median [quartiles], in blocks of one epoch between the epochs. "
             "fit: img/s of whole epochs as sepconv train reports them. fit / step: median over epochs of each "
