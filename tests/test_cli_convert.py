@@ -213,6 +213,10 @@ def test_errors_are_one_line_with_exit_code_2(saved, tmp_path, capsys):
             "--feature-weight must be a number in [0, inf). Received: --feature-weight=-0.5",
         ),
         (
+            [path, out_path, "--finetune-epochs", "1", "--data", "d", "--mixup", "-1"],
+            "--mixup must be a number in [0, inf). Received: --mixup=-1.0",
+        ),
+        (
             [path, out_path, "--finetune-epochs", "1", "--data", "d", "--warmup", "1"],
             "--warmup must be a number in [0, 1). Received: --warmup=1.0",
         ),
@@ -274,14 +278,14 @@ def test_finetune_on_cifar10(tmp_path, capsys):
     path = str(tmp_path / "vgg.keras")
     create_model("vgg", blocks=((8, 1), (16, 1))).save(path)
     argv = [path, str(tmp_path / "o.keras"), "--rank", "2", "--finetune-epochs", "1", "--data", data, "--json",
-            "--schedule", "cosine", "--warmup", "0.1", "--feature-weight", "2"]  # fmt: skip
+            "--schedule", "cosine", "--warmup", "0.1", "--feature-weight", "2", "--mixup", "0.4"]  # fmt: skip
     code, out, _ = run([*argv, "--train-size", "500", "--calibration-data", data, "--calibration-size", "16"], capsys)
     assert code == 0
     result = json.loads(out)
     assert result["report"]["calibration"] == "16 samples given"
     tuned = result["finetune"]
     assert tuned["train_images"] == 500 and len(tuned["history"]["loss"]) == 1 and tuned["schedule"] == "cosine"
-    assert tuned["warmup"] == 0.1 and tuned["feature_weight"] == 2
+    assert tuned["warmup"] == 0.1 and tuned["feature_weight"] == 2 and tuned["mixup"] == 0.4
     assert 0 <= tuned["accuracy"]["finetuned"] <= 1
 
 

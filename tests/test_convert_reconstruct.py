@@ -365,8 +365,11 @@ def test_reconstruction_errors_are_pinned(rng):
         convert(tiny, rank=1, calibration=rng.normal(size=(4, 3, 3, 8)).astype("float32"), reconstruct=True)
 
 
-def numpy_distillation(labels, student, teacher, temperature, label_weight):
-    """Hinton et al. 2015 on probabilities, in float64: T^2 KL(p_t^T || p_s^T) and cross-entropy."""
+def numpy_distillation(labels, student, teacher, temperature, label_weight, weight=1.0):
+    """Hinton et al. 2015 on probabilities, in float64: T^2 KL(p_t^T || p_s^T) and cross-entropy.
+
+    With `weight` < 1 the cross-entropy is against `weight` of each row's label and the rest of the previous row's.
+    """
 
     def soften(p):
         z = np.log(p) / temperature
@@ -375,7 +378,8 @@ def numpy_distillation(labels, student, teacher, temperature, label_weight):
 
     pt, ps = soften(teacher), soften(student)
     kl = np.sum(pt * (np.log(pt) - np.log(ps)), -1)
-    hard = -np.log(student[np.arange(len(labels)), labels])
+    rows = np.arange(len(labels))
+    hard = -weight * np.log(student[rows, labels]) - (1 - weight) * np.log(student[rows, np.roll(labels, 1)])
     return (1 - label_weight) * temperature**2 * kl + label_weight * hard
 
 
@@ -393,6 +397,37 @@ def test_distillation_loss_matches_numpy(temperature, label_weight, rng):
     np.testing.assert_allclose(numpy(from_logits(labels, logits.astype("float32"))), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("weight", [1.0, 0.3])
+def test_distillation_loss_with_a_mixing_column_matches_numpy(weight, rng):
+    student, teacher = rng.dirichlet(np.ones(4), size=5), rng.dirichlet(np.ones(4), size=5)
+    labels = rng.integers(0, 4, size=5)
+    outputs = np.concatenate([student, teacher, np.full((5, 1), weight)], -1).astype("float32")
+    got = numpy(distillation_loss(4, 2.0, 0.4, from_logits=False)(labels, outputs))
+    expected = numpy_distillation(labels, student, teacher, 2.0, 0.4, weight)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_distilled_with_mixup_feeds_both_networks_the_mixed_batch(rng):
+    # reference: each network called by Keras on the batch mixed in numpy with the weight it reports
+    teacher = two_conv_teacher(rng)
+    student, _ = convert(teacher, rank=1, calibration=None)
+    images = rng.normal(size=(6, 8, 8, 3)).astype("float32")
+    combined = _Distilled(student, teacher, mixup=0.5)
+    weights = []
+    for _ in range(2):
+        out = numpy(combined(images, training=True))
+        assert out.shape == (6, 7) and np.ptp(out[:, 6]) == 0 and 0 < out[0, 6] < 1
+        weight = float(out[0, 6])
+        mixed = weight * images + (1 - weight) * np.roll(images, 1, axis=0)
+        np.testing.assert_allclose(out[:, :3], numpy(student(mixed)), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(out[:, 3:6], numpy(teacher(mixed)), rtol=1e-4, atol=1e-6)
+        weights.append(weight)
+    assert weights[0] != weights[1]  # a new weight for each batch
+    plain = numpy(combined(images, training=False))
+    np.testing.assert_allclose(plain, np.concatenate([numpy(student(images)), numpy(teacher(images))], -1),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+
+
 @pytest.mark.slow
 def test_finetune_distills_from_the_teacher_and_leaves_it_untouched(rng):
     inputs = keras.Input((8, 8, 3))
@@ -408,7 +443,8 @@ def test_finetune_distills_from_the_teacher_and_leaves_it_untouched(rng):
     student.get_layer("norm").trainable = True
     weights = [numpy(w) for w in teacher.weights]
     statistics = numpy(student.get_layer("norm").moving_mean)
-    history = finetune(student, train, epochs=3, learning_rate=1e-2, verbose=0, teacher=teacher, temperature=2.0)
+    history = finetune(student, train, epochs=3, learning_rate=1e-2, verbose=0, teacher=teacher, temperature=2.0,
+                       mixup=0.4)  # fmt: skip
     np.testing.assert_array_equal(numpy(student.get_layer("norm").moving_mean), statistics)  # frozen BatchNorm
     assert student.get_layer("norm").trainable
     assert history["loss"][-1] < history["loss"][0] and "accuracy" in history
@@ -419,6 +455,10 @@ def test_finetune_distills_from_the_teacher_and_leaves_it_untouched(rng):
         finetune(student, train, teacher=teacher, label_weight=1.5)
     with pytest.raises(ValueError, match=r"^temperature must be a number in \(0, inf\)\. Received: temperature=0$"):
         finetune(student, train, teacher=teacher, temperature=0)
+    with pytest.raises(ValueError, match=r"^mixup must be a number in \[0, inf\)\. Received: mixup=-1$"):
+        finetune(student, train, teacher=teacher, mixup=-1)
+    with pytest.raises(ValueError, match=r"^mixup needs a teacher\. Received: mixup=0\.4, teacher=None$"):
+        finetune(student, train, mixup=0.4)
 
 
 def numpy_feature_loss(student, teacher):

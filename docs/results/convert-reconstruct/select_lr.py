@@ -2,7 +2,7 @@
 
     KERAS_BACKEND=tensorflow python select_lr.py IN.keras --rank 2 --out DIR [--learning-rates 1e-4 3e-4 1e-3] \
         [--schedule constant|cosine] [--temperatures 4] [--label-weights 0] [--batch-sizes 128] \
-        [--warmups 0] [--feature-weights 0] [--iterations 4] [--relu-rounds 2]
+        [--warmups 0] [--feature-weights 0] [--mixups 0] [--iterations 4] [--relu-rounds 2]
 
 Converts IN at `--rank` with reconstruction (1,024 calibration training images,
 `--iterations` and `--relu-rounds` as `sepconv convert` takes them), then, from those
@@ -11,10 +11,10 @@ to 0 on a cosine, temperature 4, no labels, crop+flip) over the 45,000 training 
 left after holding out 5,000 (stratified, seed 0), and measures the student's accuracy
 on the held-out 5,000. The test set is not read. `--temperatures`, `--label-weights`
 (the labels' share of the loss), `--batch-sizes`, `--warmups` (`finetune`'s `warmup`)
-and `--feature-weights` (its `feature_weight`) add those to the grid. Writes
+`--feature-weights` (its `feature_weight`) and `--mixups` (its `mixup`) add those to the grid. Writes
 DIR/select-rank-R.json (-cosine with the cosine, -T2-8 for temperatures 2 and 8, -L0-0.3 for label
 weights 0 and 0.3, -b128-64 for batch sizes 128 and 64, -w0.1 for warmup 0.1, -F1-3 for
-feature weights 1 and 3) and prints the setting with the best held-out accuracy. Other
+feature weights 1 and 3, -M0.2-1 for mixup 0.2 and 1) and prints the setting with the best held-out accuracy. Other
 `--iterations` or `--relu-rounds` than the defaults add -i8 or -r4 to the name.
 """
 
@@ -45,6 +45,7 @@ def main():
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[128])
     parser.add_argument("--warmups", nargs="+", type=float, default=[0.0])
     parser.add_argument("--feature-weights", nargs="+", type=float, default=[0.0])
+    parser.add_argument("--mixups", nargs="+", type=float, default=[0.0])
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--relu-rounds", type=int, default=2)
     args = parser.parse_args()
@@ -71,38 +72,42 @@ def main():
     record["reconstructed_held_out_accuracy"] = accuracy
     print(f"rank {args.rank} reconstructed: held-out accuracy {accuracy:.4f}", flush=True)
     grid = itertools.product(args.learning_rates, args.temperatures, args.label_weights, args.batch_sizes,
-                             args.warmups, args.feature_weights)  # fmt: skip
-    for learning_rate, temperature, label_weight, batch_size, warmup, feature_weight in grid:
+                             args.warmups, args.feature_weights, args.mixups)  # fmt: skip
+    for learning_rate, temperature, label_weight, batch_size, warmup, feature_weight, mixup in grid:
         student.set_weights(reconstructed)
         start = time.perf_counter()
         history = finetune(student, train[batch_size], held_out, epochs=1, learning_rate=learning_rate, teacher=model,
                            verbose=0, schedule=args.schedule, temperature=temperature,
-                           label_weight=label_weight, warmup=warmup, feature_weight=feature_weight)  # fmt: skip
+                           label_weight=label_weight, warmup=warmup, feature_weight=feature_weight,
+                           mixup=mixup)  # fmt: skip
         run = {"learning_rate": learning_rate, "temperature": temperature, "label_weight": label_weight,
-               "batch_size": batch_size, "warmup": warmup, "feature_weight": feature_weight,
+               "batch_size": batch_size, "warmup": warmup, "feature_weight": feature_weight, "mixup": mixup,
                "held_out_accuracy": float(history["val_accuracy"][-1]),
                "seconds": time.perf_counter() - start}  # fmt: skip
         record["runs"].append(run)
         accuracy = run["held_out_accuracy"]
         print(f"rank {args.rank} lr {learning_rate:g} {args.schedule} T {temperature:g} labels {label_weight:g} "
-              f"batch {batch_size} warmup {warmup:g} features {feature_weight:g}: held-out accuracy {accuracy:.4f}",
+              f"batch {batch_size} warmup {warmup:g} features {feature_weight:g} mixup {mixup:g}: "
+              f"held-out accuracy {accuracy:.4f}",
               flush=True)  # fmt: skip
     best = max(record["runs"], key=lambda r: r["held_out_accuracy"])
     record["chosen"], record["chosen_temperature"] = best["learning_rate"], best["temperature"]
     record["chosen_label_weight"], record["chosen_batch_size"] = best["label_weight"], best["batch_size"]
     record["chosen_warmup"], record["chosen_feature_weight"] = best["warmup"], best["feature_weight"]
+    record["chosen_mixup"] = best["mixup"]
     suffix = "" if args.schedule == "constant" else f"-{args.schedule}"
     suffix += f"-i{args.iterations}" if args.iterations != 4 else ""
     suffix += f"-r{args.relu_rounds}" if args.relu_rounds != 2 else ""
     for flag, values, default in (("T", args.temperatures, [4.0]), ("L", args.label_weights, [0.0]),
                                   ("b", args.batch_sizes, [128]), ("w", args.warmups, [0.0]),
-                                  ("F", args.feature_weights, [0.0])):  # fmt: skip
+                                  ("F", args.feature_weights, [0.0]), ("M", args.mixups, [0.0])):  # fmt: skip
         if values != default:
             suffix += f"-{flag}" + "-".join(f"{v:g}" for v in values)
     write_text(os.path.join(args.out, f"select-rank-{args.rank}{suffix}.json"), json.dumps(record, indent=2) + "\n")
     print(f"chosen: {record['chosen']:g}, temperature {record['chosen_temperature']:g}, label weight "
           f"{record['chosen_label_weight']:g}, batch {record['chosen_batch_size']}, "
-          f"warmup {record['chosen_warmup']:g}, feature weight {record['chosen_feature_weight']:g}")  # fmt: skip
+          f"warmup {record['chosen_warmup']:g}, feature weight {record['chosen_feature_weight']:g}, "
+          f"mixup {record['chosen_mixup']:g}")  # fmt: skip
 
 
 if __name__ == "__main__":

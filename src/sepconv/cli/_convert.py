@@ -165,6 +165,14 @@ def add_parser(subparsers):
         "error (default 0: IN's final outputs only)",
     )
     parser.add_argument(
+        "--mixup",
+        default=0.0,
+        type=_float_flag("--mixup", _options.in_range(low=0.0)),
+        metavar="ALPHA",
+        help="fine-tuning mixes each batch with itself shifted by one, the weight drawn from Beta(ALPHA, ALPHA), "
+        "and distills IN's outputs on the mixed images (default 0: off)",
+    )
+    parser.add_argument(
         "--train-batch-norm",
         action="store_true",
         help="fine-tune BatchNorm layers in training mode (default: frozen, in inference mode)",
@@ -253,6 +261,7 @@ def run(args):
             temperature=args.temperature,
             label_weight=args.label_weight,
             feature_weight=args.feature_weight,
+            mixup=args.mixup,
             freeze_batch_norm=not args.train_batch_norm,
         )
     save_model(new_model, args.output)
@@ -268,6 +277,7 @@ def run(args):
         how = f"distilled from IN, temperature {tuned['temperature']:g}"
         how = "labels only" if tuned["label_weight"] == 1 else how
         how += f", layer outputs weighted {tuned['feature_weight']:g}" if tuned["feature_weight"] else ""
+        how += f", mixup {tuned['mixup']:g}" if tuned["mixup"] else ""
         console.print(
             f"Fine-tuned {tuned['epochs']} epoch(s) on {tuned['train_images']:,} images ({how}). "
             f"Validation accuracy on {tuned['validation']}: original {accuracy['original']:.4f}, converted "

@@ -20,6 +20,14 @@ originals (`_features`). The teacher runs in inference mode inside the
 training graph, on the same augmented batch as the student, and is never
 updated.
 
+With ``mixup`` both networks see each batch mixed with itself shifted by one,
+``w * x + (1 - w) * roll(x)`` with ``w ~ Beta(mixup, mixup)`` drawn per batch,
+and the labels' term becomes ``w * CE(y) + (1 - w) * CE(roll(y))``: "function
+matching" (Beyer et al., "Knowledge distillation: A good teacher is patient and
+consistent", CVPR 2022, arXiv:2106.05237). A teacher that fitted its training
+images outputs almost one-hot targets on them; on mixed images its outputs say
+more than the labels do.
+
 By default the student's BatchNorm layers stay in inference mode, their
 statistics and scales frozen (`freeze_batch_norm`): reconstruction fitted each
 layer with those statistics, and a short fine-tune in training mode replaces
@@ -49,18 +57,26 @@ def _log_probabilities(outputs, from_logits):
 
 
 def distillation_loss(classes, temperature, label_weight, from_logits):
-    """`loss(labels, concat([student, teacher]))` of the module docstring, per sample."""
+    """`loss(labels, concat([student, teacher]))` of the module docstring, per sample.
+
+    Outputs with one more column, `concat([student, teacher, w])`, come from a
+    mixed batch (`_Distilled` with `mixup`): `w` is each row's weight on its own
+    image, the rest on the previous row's.
+    """
 
     def loss(labels, outputs):
         student = _log_probabilities(outputs[..., :classes], from_logits)
-        teacher = _log_probabilities(outputs[..., classes:], from_logits)
+        teacher = _log_probabilities(outputs[..., classes : 2 * classes], from_logits)
         soft_teacher = keras.ops.softmax(teacher / temperature, axis=-1)
         soft_student = keras.ops.log_softmax(student / temperature, axis=-1)
         kl = keras.ops.sum(soft_teacher * (keras.ops.log(keras.ops.maximum(soft_teacher, 1e-30)) - soft_student), -1)
         total = (1.0 - label_weight) * temperature**2 * kl
         if label_weight > 0:
-            labels = keras.ops.cast(keras.ops.reshape(labels, (-1,)), "int32")
-            hard = -keras.ops.sum(keras.ops.one_hot(labels, classes) * keras.ops.log_softmax(student, axis=-1), -1)
+            labels = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(labels, (-1,)), "int32"), classes)
+            if outputs.shape[-1] == 2 * classes + 1:
+                weight = keras.ops.convert_to_tensor(outputs[..., 2 * classes :])
+                labels = weight * labels + (1.0 - weight) * keras.ops.roll(labels, 1, axis=0)
+            hard = -keras.ops.sum(labels * keras.ops.log_softmax(student, axis=-1), -1)
             total = total + label_weight * hard
         return total
 
@@ -93,26 +109,35 @@ class _Distilled(keras.Model):
     """`concat([student(x), teacher(x)])`: the teacher in inference mode, never differentiated.
 
     With `feature_weight`, both run as `with_features` models (the same
-    weights) and the feature term goes in with `add_loss`. Subclassed rather
-    than Functional: a converted student keeps its teacher's name, and a
+    weights) and the feature term goes in with `add_loss`. With `mixup` > 0,
+    training batches are mixed first (module docstring) and each row's weight
+    `w` ends the output: `concat([student(x), teacher(x), w])`. Subclassed
+    rather than Functional: a converted student keeps its teacher's name, and a
     Functional model refuses two nested models of the same name.
     """
 
-    def __init__(self, student, teacher, feature_weight=0.0):
+    def __init__(self, student, teacher, feature_weight=0.0, mixup=0.0, seed=0):
         super().__init__(name=f"{student.name}_distilled")
-        self.feature_weight = feature_weight
+        self.feature_weight, self.mixup = feature_weight, mixup
         if feature_weight:
             pairs = feature_pairs(student, teacher)
             student = with_features(student, [s for s, _ in pairs])
             teacher = with_features(teacher, [t for _, t in pairs])
         self.student, self.teacher = student, teacher
+        self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs, training=False):
+        mixed = bool(training and self.mixup)
+        if mixed:
+            weight = keras.random.beta((), self.mixup, self.mixup, seed=self.seed_generator)
+            inputs = weight * inputs + (1.0 - weight) * keras.ops.roll(inputs, 1, axis=0)
         target = keras.tree.map_structure(keras.ops.stop_gradient, self.teacher(inputs, training=False))
         output = self.student(inputs, training=training)
         if self.feature_weight:
             self.add_loss(self.feature_weight * feature_loss(output[1:], target[1:]))
             output, target = output[0], target[0]
+        if mixed:
+            return keras.ops.concatenate([output, target, keras.ops.ones_like(output[..., :1]) * weight], axis=-1)
         return keras.ops.concatenate([output, target], axis=-1)
 
 
@@ -143,7 +168,7 @@ def _steps(train, epochs, schedule, warmup):
 
 def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, from_logits=False, verbose="auto",
              teacher=None, temperature=4.0, label_weight=0.0, feature_weight=0.0, freeze_batch_norm=True,
-             schedule="constant", warmup=0.0):  # fmt: skip
+             schedule="constant", warmup=0.0, mixup=0.0):  # fmt: skip
     """Trains `model` in place and returns the `fit` history as a dict.
 
     Args:
@@ -175,6 +200,9 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
             rises linearly from `learning_rate / 10` to `learning_rate`
             (Adam's first updates move every weight by about the step,
             whatever its gradient; `train` must have a length).
+        mixup: >= 0, the alpha of Beta(alpha, alpha) that draws each training
+            batch's mixing weight (module docstring; needs `teacher`); 0: the
+            batches as they come.
 
     Returns:
         `{metric: [value per epoch]}` (`loss`, `accuracy`, and `val_*`).
@@ -184,24 +212,26 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
     temperature = _validation.number(temperature, "temperature", low=0.0, low_open=True)
     label_weight = _validation.number(label_weight, "label_weight", low=0.0, high=1.0)
     feature_weight = _validation.number(feature_weight, "feature_weight", low=0.0)
-    if feature_weight and teacher is None:
-        raise ValueError(f"feature_weight needs a teacher. Received: feature_weight={feature_weight}, teacher=None")
+    mixup = _validation.number(mixup, "mixup", low=0.0)
+    for name, value in (("feature_weight", feature_weight), ("mixup", mixup)):
+        if value and teacher is None:
+            raise ValueError(f"{name} needs a teacher. Received: {name}={value}, teacher=None")
     schedule = _validation.choice(schedule, SCHEDULES, "schedule")
     warmup = _validation.number(warmup, "warmup", low=0.0, high=1.0, high_open=True)
     optimizer = _optimizer(learning_rate, schedule, warmup, _steps(train, epochs, schedule, warmup))
     with _frozen_batch_norm(model, _validation.boolean(freeze_batch_norm, "freeze_batch_norm")):
         return _fit(model, train, validation, epochs, optimizer, from_logits, verbose, teacher, temperature,
-                    label_weight, feature_weight)  # fmt: skip
+                    label_weight, feature_weight, mixup)  # fmt: skip
 
 
 def _fit(model, train, validation, epochs, optimizer, from_logits, verbose, teacher, temperature, label_weight,
-         feature_weight):  # fmt: skip
-    if teacher is not None and (label_weight < 1 or feature_weight):
+         feature_weight, mixup):  # fmt: skip
+    if teacher is not None and (label_weight < 1 or feature_weight or mixup):
         classes = int(model.outputs[0].shape[-1])
         trainable = [(layer, layer.trainable) for layer in teacher._flatten_layers(include_self=True)]
         teacher.trainable = False
         try:
-            combined = _Distilled(model, teacher, feature_weight)
+            combined = _Distilled(model, teacher, feature_weight, mixup)
             combined.compile(
                 optimizer=optimizer,
                 loss=distillation_loss(classes, temperature, label_weight, bool(from_logits)),
@@ -258,18 +288,18 @@ def _accuracy(model, data, from_logits):
 
 def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, batch_size=128, learning_rate=1e-4,
                         from_logits=False, verbose="auto", temperature=4.0, label_weight=0.0, feature_weight=0.0,
-                        freeze_batch_norm=True, schedule="constant", warmup=0.0):  # fmt: skip
+                        freeze_batch_norm=True, schedule="constant", warmup=0.0, mixup=0.0):  # fmt: skip
     """Fine-tunes a converted `model` in place on CIFAR-10 and reports test accuracies.
 
     Trains on `train_size` stratified training images (all by default) with crop+flip
     augmentation, seed 0, distilling from `original` (`temperature`, `label_weight`,
-    `feature_weight`, `schedule`, `warmup`: see `finetune`; `label_weight=1` trains on labels only), and
+    `feature_weight`, `schedule`, `warmup`, `mixup`: see `finetune`; `label_weight=1` trains on labels only), and
     measures the test accuracy of `original`, of `model` before and after. `source` is a CIFAR-10 copy as
     `sepconv.data.load_cifar10` takes it.
 
     Returns:
         A JSON-ready dict: epochs, train_images, validation, learning_rate,
-        schedule, temperature, label_weight, feature_weight, seconds (of training), accuracy {original,
+        schedule, temperature, label_weight, feature_weight, mixup, seconds (of training), accuracy {original,
         converted, finetuned} and the per-epoch history.
     """
     import time
@@ -288,8 +318,7 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
     history = finetune(
         model, train, val, epochs=epochs, learning_rate=learning_rate, from_logits=from_logits, verbose=verbose,
         teacher=original, temperature=temperature, label_weight=label_weight, feature_weight=feature_weight,
-        freeze_batch_norm=freeze_batch_norm,
-        schedule=schedule, warmup=warmup,
+        freeze_batch_norm=freeze_batch_norm, schedule=schedule, warmup=warmup, mixup=mixup,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     accuracy["finetuned"] = float(history["val_accuracy"][-1])  # the student's, also when distilling
@@ -303,6 +332,7 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
         "temperature": temperature,
         "label_weight": label_weight,
         "feature_weight": feature_weight,
+        "mixup": mixup,
         "freeze_batch_norm": freeze_batch_norm,
         "seconds": seconds,
         "accuracy": accuracy,
