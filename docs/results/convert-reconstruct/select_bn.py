@@ -7,8 +7,8 @@ converted layer a BatchNorm after its depthwise step and one after its pointwise
 step, each initialized on the calibration images to the identity of what it
 normalizes (scale = the input's standard deviation, offset = its mean), so the
 network computes what the reconstructed one did. It distills one epoch (cosine,
-warmup 0.1, T = 8, labels 0.6: the setting chosen for rank 1; `--learning-rates` gridded) over the 45,000 training
-images `select_lr.py` uses, with the BatchNorms in training mode, then folds each
+warmup 0.1, T = 8, labels 0.6: the setting chosen for rank 1; `--learning-rates` gridded) over the
+45,000 training images `select_lr.py` uses, with the BatchNorms in training mode, then folds each
 into the depthwise kernel and the pointwise kernel and bias: the network that is
 scored has the converted shape, its parameter count unchanged. Accuracy on the
 held-out 5,000; the test set is not read. Writes DIR/select-rank-R-bn.json.
@@ -69,8 +69,11 @@ def initialize_identity(model, layers, images):
         norm.trainable = True
 
 
-def fold(normed_layers, student):
-    """Writes each normed layer's inference function into the plain layer of the same name in `student`."""
+def fold(normed, normed_layers, student):
+    """Writes `normed`'s inference function into `student`: each normed layer folded, the other layers copied."""
+    for layer in normed.layers:
+        if layer not in normed_layers:
+            student.get_layer(layer.name).set_weights(layer.get_weights())
     for layer in normed_layers:
         depthwise = keras.ops.convert_to_numpy(layer.depthwise_kernel).astype("float64")
         pointwise = keras.ops.convert_to_numpy(layer.pointwise_kernel).astype("float64")
@@ -128,7 +131,7 @@ def main():
                  temperature=8.0, label_weight=0.6, warmup=0.1, freeze_batch_norm=False)  # fmt: skip
         seconds = time.perf_counter() - start
         normed_accuracy = held_out_accuracy(normed, held_out)
-        fold(layers, student)
+        fold(normed, layers, student)
         run = {"learning_rate": learning_rate, "identity_start_accuracy": start_accuracy,
                "normed_accuracy": normed_accuracy, "held_out_accuracy": held_out_accuracy(student, held_out),
                "params": student.count_params(), "seconds": seconds}  # fmt: skip
