@@ -1,6 +1,6 @@
 """BatchNorm during the distillation epoch only, folded away after it, chosen on held-out training images.
 
-    KERAS_BACKEND=tensorflow python select_bn.py IN.keras --rank 1 --out DIR [--learning-rates 1e-3 3e-3]
+    KERAS_BACKEND=tensorflow python select_bn.py IN.keras --rank 1 --out DIR [--learning-rates 1e-3 3e-3] [--test]
 
 Converts IN at `--rank` with reconstruction (as `select_lr.py`), then gives every
 converted layer a BatchNorm after its depthwise step and one after its pointwise
@@ -11,7 +11,12 @@ warmup 0.1, T = 8, labels 0.6: the setting chosen for rank 1; `--learning-rates`
 45,000 training images `select_lr.py` uses, with the BatchNorms in training mode, then folds each
 into the depthwise kernel and the pointwise kernel and bias: the network that is
 scored has the converted shape, its parameter count unchanged. Accuracy on the
-held-out 5,000; the test set is not read. Writes DIR/select-rank-R-bn.json.
+held-out 5,000; the test set is not read. Each run starts from the first epoch's
+order and augmentation (a fresh `Batches`). Writes DIR/select-rank-R-bn-LRS.json.
+
+With `--test`, the measurement once the step is chosen: distills over all 50,000
+training images and scores the folded network on the 10,000 test images, as
+`measure.py` does; writes DIR/rank-R-bn-lrLR.json.
 """
 
 import argparse
@@ -98,7 +103,22 @@ def affine(norm):
     return a, beta - a * mean
 
 
-def held_out_accuracy(model, data):
+def distill_with_batch_norm(student, teacher, train, calibration, learning_rate):
+    """Distills `student` in place for one epoch with BatchNorm in its separable layers, then folds it away.
+
+    Returns the seconds of training and the normed network (for its own accuracy).
+    """
+    normed, layers = with_batch_norm(student)
+    initialize_identity(normed, layers, calibration)
+    start = time.perf_counter()
+    finetune(normed, train, epochs=1, learning_rate=learning_rate, teacher=teacher, verbose=0, schedule="cosine",
+             temperature=8.0, label_weight=0.6, warmup=0.1, freeze_batch_norm=False)  # fmt: skip
+    seconds = time.perf_counter() - start
+    fold(normed, layers, student)
+    return seconds, normed
+
+
+def accuracy(model, data):
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return float(model.evaluate(data, verbose=0, return_dict=True)["accuracy"])
 
@@ -109,36 +129,33 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--rank", type=int, required=True)
     parser.add_argument("--learning-rates", nargs="+", type=float, default=[1e-3, 3e-3])
+    parser.add_argument("--test", action="store_true", help="train on all 50,000 and score the test set")
     args = parser.parse_args()
     source = os.environ["SEPCONV_DATA"]
     model = keras.saving.load_model(args.input)
     data_format = cifar10_image_format(model)
-    splits = make_splits(load_cifar10(source), validation=5000, seed=0)
-    train = Batches(splits.x_train, splits.y_train, batch_size=128, augment=True, seed=0, data_format=data_format)
-    held_out = Batches(splits.x_val, splits.y_val, batch_size=256, shuffle=False, data_format=data_format)
+    splits = make_splits(load_cifar10(source), validation="test" if args.test else 5000, seed=0)
+    scored = Batches(splits.x_val, splits.y_val, batch_size=256, shuffle=False, data_format=data_format)
     calibration = cifar10_calibration(source, 1024, model)
-    student, _ = convert(model, rank=args.rank, calibration=calibration, reconstruct=True)
+    start = time.perf_counter()
+    student, report = convert(model, rank=args.rank, calibration=calibration, reconstruct=True)
+    record = {"input": args.input, "rank": args.rank, "scored_on": splits.validation,
+              "train_images": len(splits.y_train), "reconstruction_seconds": time.perf_counter() - start,
+              "reconstructed_accuracy": accuracy(student, scored), "runs": [],
+              "environment": _provenance.environment(), "reconstruction": report.reconstruction}  # fmt: skip
     reconstructed = student.get_weights()
-    record = {"input": args.input, "rank": args.rank, "runs": [], "environment": _provenance.environment(),
-              "reconstructed_held_out_accuracy": held_out_accuracy(student, held_out)}  # fmt: skip
     for learning_rate in args.learning_rates:
         student.set_weights(reconstructed)
-        normed, layers = with_batch_norm(student)
-        initialize_identity(normed, layers, calibration)
-        start_accuracy = held_out_accuracy(normed, held_out)
-        start = time.perf_counter()
-        finetune(normed, train, epochs=1, learning_rate=learning_rate, teacher=model, verbose=0, schedule="cosine",
-                 temperature=8.0, label_weight=0.6, warmup=0.1, freeze_batch_norm=False)  # fmt: skip
-        seconds = time.perf_counter() - start
-        normed_accuracy = held_out_accuracy(normed, held_out)
-        fold(normed, layers, student)
-        run = {"learning_rate": learning_rate, "identity_start_accuracy": start_accuracy,
-               "normed_accuracy": normed_accuracy, "held_out_accuracy": held_out_accuracy(student, held_out),
-               "params": student.count_params(), "seconds": seconds}  # fmt: skip
+        train = Batches(splits.x_train, splits.y_train, batch_size=128, augment=True, seed=0, data_format=data_format)
+        seconds, normed = distill_with_batch_norm(student, model, train, calibration, learning_rate)
+        run = {"learning_rate": learning_rate, "normed_accuracy": accuracy(normed, scored),
+               "accuracy": accuracy(student, scored), "params": student.count_params(), "seconds": seconds}
         record["runs"].append(run)
         print(json.dumps(run), flush=True)
     os.makedirs(args.out, exist_ok=True)
-    write_text(os.path.join(args.out, f"select-rank-{args.rank}-bn.json"), json.dumps(record, indent=2) + "\n")
+    rates = "-".join(f"{rate:g}" for rate in args.learning_rates)
+    name = f"rank-{args.rank}-bn-lr{rates}.json" if args.test else f"select-rank-{args.rank}-bn-{rates}.json"
+    write_text(os.path.join(args.out, name), json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,12 +10,15 @@ same weights for each step size, distills one epoch (Adam, its step constant or 
 to 0 on a cosine, temperature 4, no labels, crop+flip) over the 45,000 training images
 left after holding out 5,000 (stratified, seed 0), and measures the student's accuracy
 on the held-out 5,000. The test set is not read. `--temperatures`, `--label-weights`
-(the labels' share of the loss), `--batch-sizes`, `--warmups` (`finetune`'s `warmup`)
-`--feature-weights` (its `feature_weight`) and `--mixups` (its `mixup`) add those to the grid. Writes
-DIR/select-rank-R.json (-cosine with the cosine, -T2-8 for temperatures 2 and 8, -L0-0.3 for label
-weights 0 and 0.3, -b128-64 for batch sizes 128 and 64, -w0.1 for warmup 0.1, -F1-3 for
-feature weights 1 and 3, -M0.2-1 for mixup 0.2 and 1) and prints the setting with the best held-out accuracy. Other
-`--iterations` or `--relu-rounds` than the defaults add -i8 or -r4 to the name.
+(the labels' share of the loss), `--batch-sizes`, `--warmups` (`finetune`'s `warmup`),
+`--feature-weights` (its `feature_weight`) and `--mixups` (its `mixup`) add those to the
+grid. Every setting trains on the first epoch's order and augmentation (the README's
+selections up to the mixup grid trained each setting on the next epoch's). Writes
+DIR/select-rank-R.json (-cosine with the cosine, -T2-8 for temperatures 2 and 8, -L0-0.3
+for label weights 0 and 0.3, -b128-64 for batch sizes 128 and 64, -w0.1 for warmup 0.1,
+-F1-3 for feature weights 1 and 3, -M0.2-1 for mixup 0.2 and 1) and prints the setting
+with the best held-out accuracy. Other `--iterations` or `--relu-rounds` than the
+defaults add -i8 or -r4 to the name.
 """
 
 import argparse
@@ -54,8 +57,6 @@ def main():
     model = keras.saving.load_model(args.input)
     data_format = cifar10_image_format(model)
     splits = make_splits(load_cifar10(source), validation=5000, seed=0)
-    train = {size: Batches(splits.x_train, splits.y_train, batch_size=size, augment=True, seed=0,
-                           data_format=data_format) for size in args.batch_sizes}  # fmt: skip
     held_out = Batches(splits.x_val, splits.y_val, batch_size=256, shuffle=False, data_format=data_format)
     calibration = cifar10_calibration(source, 1024, model)
     start = time.perf_counter()
@@ -76,7 +77,10 @@ def main():
     for learning_rate, temperature, label_weight, batch_size, warmup, feature_weight, mixup in grid:
         student.set_weights(reconstructed)
         start = time.perf_counter()
-        history = finetune(student, train[batch_size], held_out, epochs=1, learning_rate=learning_rate, teacher=model,
+        # a fresh Batches: every setting sees the first epoch's order and augmentation
+        train = Batches(splits.x_train, splits.y_train, batch_size=batch_size, augment=True, seed=0,
+                        data_format=data_format)  # fmt: skip
+        history = finetune(student, train, held_out, epochs=1, learning_rate=learning_rate, teacher=model,
                            verbose=0, schedule=args.schedule, temperature=temperature,
                            label_weight=label_weight, warmup=warmup, feature_weight=feature_weight,
                            mixup=mixup)  # fmt: skip
