@@ -278,14 +278,15 @@ def test_finetune_on_cifar10(tmp_path, capsys):
     path = str(tmp_path / "vgg.keras")
     create_model("vgg", blocks=((8, 1), (16, 1))).save(path)
     argv = [path, str(tmp_path / "o.keras"), "--rank", "2", "--finetune-epochs", "1", "--data", data, "--json",
-            "--schedule", "cosine", "--warmup", "0.1", "--feature-weight", "2", "--mixup", "0.4"]  # fmt: skip
+            "--schedule", "cosine", "--warmup", "0.1", "--feature-weight", "2", "--mixup", "0.4",
+            "--reparameterize"]  # fmt: skip
     code, out, _ = run([*argv, "--train-size", "500", "--calibration-data", data, "--calibration-size", "16"], capsys)
     assert code == 0
     result = json.loads(out)
     assert result["report"]["calibration"] == "16 samples given"
     tuned = result["finetune"]
     assert tuned["train_images"] == 500 and len(tuned["history"]["loss"]) == 1 and tuned["schedule"] == "cosine"
-    assert tuned["warmup"] == 0.1 and tuned["feature_weight"] == 2 and tuned["mixup"] == 0.4
+    assert tuned["warmup"] == 0.1 and tuned["feature_weight"] == 2 and tuned["mixup"] == 0.4 and tuned["reparameterize"]
     assert 0 <= tuned["accuracy"]["finetuned"] <= 1
 
 

@@ -576,3 +576,72 @@ def test_finetune_schedule_errors(rng):
         finetune(model, iter([train[0]]), warmup=0.1)
     with pytest.raises(ValueError, match=r"^warmup must be a number in \[0, 1\)\. Received: warmup=1\.0$"):
         finetune(model, train, warmup=1.0)
+
+
+def separable_chain(rank, rng, **options):
+    """Input -> two separable layers with `options` -> pooling -> softmax head, random weights."""
+    from sepconv.layers import DepthwiseSeparableConv1D, DepthwiseSeparableConv2D
+
+    layer = {1: DepthwiseSeparableConv1D, 2: DepthwiseSeparableConv2D}[rank]
+    inputs = keras.Input((8,) * rank + (3,))
+    x = layer(6, 3, padding="same", activation="relu", name="sep1", **options)(inputs)
+    x = layer(5, 3, activation="relu", name="sep2", **options)(x)
+    x = {1: keras.layers.GlobalAveragePooling1D, 2: keras.layers.GlobalAveragePooling2D}[rank]()(x)
+    return randomize(keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(x)), rng)
+
+
+@pytest.mark.parametrize(
+    "rank, options",
+    [(2, {}), (2, {"depthwise_use_bias": True, "depthwise_activation": "relu"}), (2, {"depth_multiplier": 2}),
+     (1, {})],
+)  # fmt: skip
+def test_reparameterized_layers_start_as_the_identity_and_fold_exactly(rank, options, rng):
+    # reference: the normed network's own forward pass (Keras' BatchNormalization) against the folded plain one
+    from sepconv.convert._reparameterize import fold, with_batch_norm
+
+    model = separable_chain(rank, rng, **options)
+    images = rng.normal(size=(16,) + (8,) * rank + (3,)).astype("float32")
+    normed, layers = with_batch_norm(model, images)
+    assert sorted(layer.name for layer in layers) == ["sep1", "sep2"]
+    assert normed.get_layer("head") is model.get_layer("head")  # shared, not copied
+    plain = numpy(model(images))
+    np.testing.assert_allclose(numpy(normed(images, training=False)), plain, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(numpy(normed(images, training=True)), plain, rtol=1e-3, atol=1e-5)  # its own batch
+    for copy in layers:
+        for norm in (copy.depthwise_norm, copy.norm):
+            for variable in (norm.gamma, norm.beta, norm.moving_mean):
+                variable.assign(numpy(variable) + rng.normal(scale=0.3, size=variable.shape).astype("float32"))
+            norm.moving_variance.assign(numpy(norm.moving_variance) * rng.uniform(0.5, 2.0, norm.moving_variance.shape))
+    expected, params = numpy(normed(images, training=False)), model.count_params()
+    fold(layers)
+    np.testing.assert_allclose(numpy(model(images)), expected, rtol=1e-4, atol=1e-6)
+    assert model.count_params() == params and model.get_layer("sep1").normalization is None
+
+
+def test_reparameterize_needs_a_foldable_separable_layer(rng):
+    from sepconv.convert._reparameterize import reparameterizable, with_batch_norm
+
+    model = separable_chain(2, rng, use_bias=False)
+    assert not reparameterizable(model.get_layer("sep1"))
+    assert not reparameterizable(separable_chain(2, rng, depthwise_activation="relu").get_layer("sep1"))
+    message = r"^reparameterize needs DepthwiseSeparableConv1D/2D layers at the top level .* Received: model=\w+$"
+    with pytest.raises(ValueError, match=message):
+        with_batch_norm(model, np.zeros((2, 8, 8, 3), "float32"))
+    train = iter([(np.zeros((2, 8, 8, 3), "float32"), np.zeros(2, "int32"))])
+    with pytest.raises(ValueError, match=r"^reparameterize reads a batch .* Received: train of type list_iterator$"):
+        finetune(separable_chain(2, rng), train, reparameterize=True)
+
+
+@pytest.mark.slow
+def test_finetune_reparameterized_keeps_the_shape_and_trains_every_layer(rng):
+    teacher = two_conv_teacher(rng)
+    student, _ = convert(teacher, rank=1, calibration=None)
+    images = rng.integers(0, 256, size=(64, 8, 8, 3), dtype=np.uint8)
+    train = Batches(images, rng.integers(0, 3, size=64), batch_size=16, seed=0)
+    before = {w.path: numpy(w) for w in student.weights}
+    classes = [type(layer) for layer in student.layers]
+    history = finetune(student, train, epochs=3, learning_rate=1e-2, verbose=0, teacher=teacher, reparameterize=True)
+    assert history["loss"][-1] < history["loss"][0]
+    assert [type(layer) for layer in student.layers] == classes
+    assert sorted(before) == sorted(w.path for w in student.weights)
+    assert all(not np.allclose(before[w.path], numpy(w)) for w in student.weights), "every weight trained or folded"

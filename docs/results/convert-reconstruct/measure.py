@@ -49,6 +49,7 @@ def main():
     parser.add_argument("--label-weight", type=float, default=0.0)
     parser.add_argument("--feature-weight", type=float, default=0.0)
     parser.add_argument("--mixup", type=float, default=0.0)
+    parser.add_argument("--reparameterize", action="store_true")
     parser.add_argument("--train-batch-norm", action="store_true")
     parser.add_argument("--exclude", nargs="+", metavar="PATTERN", help="layers left as they are (convert --exclude)")
     args = parser.parse_args()
@@ -81,6 +82,7 @@ def main():
             new_model, model, source, epochs=args.epochs, train_size=args.train_size,
             learning_rate=args.learning_rate, schedule=args.schedule, warmup=args.warmup, temperature=args.temperature,
             label_weight=args.label_weight, feature_weight=args.feature_weight, mixup=args.mixup,
+            reparameterize=args.reparameterize,
             freeze_batch_norm=not args.train_batch_norm, verbose=0,
         )  # fmt: skip
         write_text(os.path.join(args.out, f"rank-{rank}.json"), json.dumps(row, indent=2) + "\n")

@@ -173,6 +173,12 @@ def add_parser(subparsers):
         "and distills IN's outputs on the mixed images (default 0: off)",
     )
     parser.add_argument(
+        "--reparameterize",
+        action="store_true",
+        help="fine-tune the separable layers with a BatchNorm after each step, folded into their kernels "
+        "afterwards: OUT keeps its shape and parameter count",
+    )
+    parser.add_argument(
         "--train-batch-norm",
         action="store_true",
         help="fine-tune BatchNorm layers in training mode (default: frozen, in inference mode)",
@@ -262,6 +268,7 @@ def run(args):
             label_weight=args.label_weight,
             feature_weight=args.feature_weight,
             mixup=args.mixup,
+            reparameterize=args.reparameterize,
             freeze_batch_norm=not args.train_batch_norm,
         )
     save_model(new_model, args.output)
@@ -278,6 +285,7 @@ def run(args):
         how = "labels only" if tuned["label_weight"] == 1 else how
         how += f", layer outputs weighted {tuned['feature_weight']:g}" if tuned["feature_weight"] else ""
         how += f", mixup {tuned['mixup']:g}" if tuned["mixup"] else ""
+        how += ", reparameterized with BatchNorm" if tuned["reparameterize"] else ""
         console.print(
             f"Fine-tuned {tuned['epochs']} epoch(s) on {tuned['train_images']:,} images ({how}). "
             f"Validation accuracy on {tuned['validation']}: original {accuracy['original']:.4f}, converted "

@@ -28,6 +28,9 @@ consistent", CVPR 2022, arXiv:2106.05237). A teacher that fitted its training
 images outputs almost one-hot targets on them; on mixed images its outputs say
 more than the labels do.
 
+With ``reparameterize`` the separable layers train with a BatchNorm after each
+step, folded into their kernels afterwards (`_reparameterize`).
+
 By default the student's BatchNorm layers stay in inference mode, their
 statistics and scales frozen (`freeze_batch_norm`): reconstruction fitted each
 layer with those statistics, and a short fine-tune in training mode replaces
@@ -43,6 +46,7 @@ import keras
 from sepconv import _validation
 from sepconv._schedules import warmup_cosine
 from sepconv.convert._features import feature_loss, feature_pairs, with_features
+from sepconv.convert._reparameterize import fold, with_batch_norm
 
 __all__ = ["SCHEDULES", "cifar10_calibration", "distillation_loss", "finetune", "finetune_on_cifar10"]
 
@@ -168,7 +172,7 @@ def _steps(train, epochs, schedule, warmup):
 
 def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, from_logits=False, verbose="auto",
              teacher=None, temperature=4.0, label_weight=0.0, feature_weight=0.0, freeze_batch_norm=True,
-             schedule="constant", warmup=0.0, mixup=0.0):  # fmt: skip
+             schedule="constant", warmup=0.0, mixup=0.0, reparameterize=False):  # fmt: skip
     """Trains `model` in place and returns the `fit` history as a dict.
 
     Args:
@@ -203,6 +207,12 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
         mixup: >= 0, the alpha of Beta(alpha, alpha) that draws each training
             batch's mixing weight (module docstring; needs `teacher`); 0: the
             batches as they come.
+        reparameterize: train every top-level separable layer with a
+            BatchNorm after its depthwise and its pointwise step, each
+            starting as the identity on `train`'s first batch, and fold them
+            into its kernels and bias afterwards (`_reparameterize`): the
+            model keeps its shape and parameter count. `train` must be a
+            `keras.utils.PyDataset` or re-iterable (a `tf.data.Dataset`).
 
     Returns:
         `{metric: [value per epoch]}` (`loss`, `accuracy`, and `val_*`).
@@ -219,9 +229,27 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
     schedule = _validation.choice(schedule, SCHEDULES, "schedule")
     warmup = _validation.number(warmup, "warmup", low=0.0, high=1.0, high_open=True)
     optimizer = _optimizer(learning_rate, schedule, warmup, _steps(train, epochs, schedule, warmup))
+    reparameterize = _validation.boolean(reparameterize, "reparameterize")
     with _frozen_batch_norm(model, _validation.boolean(freeze_batch_norm, "freeze_batch_norm")):
-        return _fit(model, train, validation, epochs, optimizer, from_logits, verbose, teacher, temperature,
-                    label_weight, feature_weight, mixup)  # fmt: skip
+        # the normed copy shares every other layer with `model`, so those train in place (and stay frozen)
+        trained, normed = (with_batch_norm(model, _first_images(train)) if reparameterize else (model, None))
+        history = _fit(trained, train, validation, epochs, optimizer, from_logits, verbose, teacher, temperature,
+                       label_weight, feature_weight, mixup)  # fmt: skip
+    if normed:
+        fold(normed)
+    return history
+
+
+def _first_images(train):
+    if isinstance(train, keras.utils.PyDataset):
+        return train[0][0]
+    iterator = iter(train)
+    if iterator is train:
+        raise ValueError(
+            "reparameterize reads a batch of `train` before training, so `train` must be a "
+            f"keras.utils.PyDataset or re-iterable. Received: train of type {type(train).__name__}"
+        )
+    return next(iterator)[0]
 
 
 def _fit(model, train, validation, epochs, optimizer, from_logits, verbose, teacher, temperature, label_weight,
@@ -288,19 +316,21 @@ def _accuracy(model, data, from_logits):
 
 def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, batch_size=128, learning_rate=1e-4,
                         from_logits=False, verbose="auto", temperature=4.0, label_weight=0.0, feature_weight=0.0,
-                        freeze_batch_norm=True, schedule="constant", warmup=0.0, mixup=0.0):  # fmt: skip
+                        freeze_batch_norm=True, schedule="constant", warmup=0.0, mixup=0.0,
+                        reparameterize=False):  # fmt: skip
     """Fine-tunes a converted `model` in place on CIFAR-10 and reports test accuracies.
 
     Trains on `train_size` stratified training images (all by default) with crop+flip
     augmentation, seed 0, distilling from `original` (`temperature`, `label_weight`,
-    `feature_weight`, `schedule`, `warmup`, `mixup`: see `finetune`; `label_weight=1` trains on labels only), and
+    `feature_weight`, `schedule`, `warmup`, `mixup`, `reparameterize`: see `finetune`; `label_weight=1` trains on
+    labels only), and
     measures the test accuracy of `original`, of `model` before and after. `source` is a CIFAR-10 copy as
     `sepconv.data.load_cifar10` takes it.
 
     Returns:
         A JSON-ready dict: epochs, train_images, validation, learning_rate,
-        schedule, temperature, label_weight, feature_weight, mixup, seconds (of training), accuracy {original,
-        converted, finetuned} and the per-epoch history.
+        schedule, temperature, label_weight, feature_weight, mixup, reparameterize, seconds (of training),
+        accuracy {original, converted, finetuned} and the per-epoch history.
     """
     import time
 
@@ -319,6 +349,7 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
         model, train, val, epochs=epochs, learning_rate=learning_rate, from_logits=from_logits, verbose=verbose,
         teacher=original, temperature=temperature, label_weight=label_weight, feature_weight=feature_weight,
         freeze_batch_norm=freeze_batch_norm, schedule=schedule, warmup=warmup, mixup=mixup,
+        reparameterize=reparameterize,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     accuracy["finetuned"] = float(history["val_accuracy"][-1])  # the student's, also when distilling
@@ -333,6 +364,7 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
         "label_weight": label_weight,
         "feature_weight": feature_weight,
         "mixup": mixup,
+        "reparameterize": reparameterize,
         "freeze_batch_norm": freeze_batch_norm,
         "seconds": seconds,
         "accuracy": accuracy,
