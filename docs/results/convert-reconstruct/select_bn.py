@@ -9,12 +9,12 @@ training images `select_lr.py` uses: every converted layer trains with a BatchNo
 after its depthwise and its pointwise step, each starting as the identity of what
 it normalizes, and folded into its kernels and bias after the epoch, so the
 network scored has the converted shape and parameter count. Accuracy on the
-held-out 5,000; the test set is not read. Each run starts from the first epoch's
-order and augmentation (a fresh `Batches`). Writes DIR/select-rank-R-bn-LRS.json.
+held-out 5,000; the test set is not read. Every run trains on the same order and
+augmentation (a fresh `Batches` each). Writes DIR/select-rank-R-bn-LRS.json.
 (The JSON files of commits 8dee1f7 and 2ce8ce1 came from this script's first form,
 which did the same with its own copy of the code, the BatchNorms started on the
 1,024 calibration images rather than the first training batch, and, at 8dee1f7,
-each learning rate trained on the next epoch's order.)
+each learning rate trained on a later epoch's order.)
 
 With `--test`, the measurement once the step is chosen: distills over all 50,000
 training images and scores the folded network on the 10,000 test images, as

@@ -12,8 +12,8 @@ left after holding out 5,000 (stratified, seed 0), and measures the student's ac
 on the held-out 5,000. The test set is not read. `--temperatures`, `--label-weights`
 (the labels' share of the loss), `--batch-sizes`, `--warmups` (`finetune`'s `warmup`),
 `--feature-weights` (its `feature_weight`) and `--mixups` (its `mixup`) add those to the
-grid. Every setting trains on the first epoch's order and augmentation (the README's
-selections up to the mixup grid trained each setting on the next epoch's). Writes
+grid. Every setting trains on the same order and augmentation (the README's selections
+up to the mixup grid trained each setting on a later epoch's). Writes
 DIR/select-rank-R.json (-cosine with the cosine, -T2-8 for temperatures 2 and 8, -L0-0.3
 for label weights 0 and 0.3, -b128-64 for batch sizes 128 and 64, -w0.1 for warmup 0.1,
 -F1-3 for feature weights 1 and 3, -M0.2-1 for mixup 0.2 and 1) and prints the setting
@@ -77,7 +77,7 @@ def main():
     for learning_rate, temperature, label_weight, batch_size, warmup, feature_weight, mixup in grid:
         student.set_weights(reconstructed)
         start = time.perf_counter()
-        # a fresh Batches: every setting sees the first epoch's order and augmentation
+        # a fresh Batches: every setting sees the same order and augmentation
         train = Batches(splits.x_train, splits.y_train, batch_size=batch_size, augment=True, seed=0,
                         data_format=data_format)  # fmt: skip
         history = finetune(student, train, held_out, epochs=1, learning_rate=learning_rate, teacher=model,
