@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from sepconv import kernels
+from sepconv.export import batch_norm_affine
 from sepconv.layers import DepthwiseSeparableConv1D, DepthwiseSeparableConv2D
 
 __all__ = ["fold", "reparameterizable", "with_batch_norm"]
@@ -105,21 +106,13 @@ def _statistics(model, layers, images):
     return statistics
 
 
-def _affine(norm):
-    """`(a, b)` with `norm(x) = a * x + b` in inference mode, float64."""
-    gamma, beta, mean, variance = (keras.ops.convert_to_numpy(v).astype("float64") for v in
-                                   (norm.gamma, norm.beta, norm.moving_mean, norm.moving_variance))  # fmt: skip
-    scale = gamma / np.sqrt(variance + norm.epsilon)
-    return scale, beta - scale * mean
-
-
 def fold(layers):
     """Writes each normed layer's inference function into its plain layer (`with_batch_norm`'s mapping)."""
     for copy, layer in layers.items():
         weights = {name: keras.ops.convert_to_numpy(getattr(copy, name)).astype("float64")
                    for name in ("depthwise_kernel", "depthwise_bias", "pointwise_kernel", "bias")
                    if getattr(copy, name) is not None}  # fmt: skip
-        (a1, b1), (a2, b2) = _affine(copy.depthwise_norm), _affine(copy.norm)
+        (a1, b1), (a2, b2) = batch_norm_affine(copy.depthwise_norm), batch_norm_affine(copy.norm)
         depthwise = weights["depthwise_kernel"]  # (*kernel_size, channels, multiplier): channel c * M + m
         weights["depthwise_kernel"] = depthwise * a1.reshape(depthwise.shape[-2:])
         pointwise = weights["pointwise_kernel"]  # (*ones, middle, filters)
