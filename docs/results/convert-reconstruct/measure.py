@@ -50,6 +50,7 @@ def main():
     parser.add_argument("--feature-weight", type=float, default=0.0)
     parser.add_argument("--mixup", type=float, default=0.0)
     parser.add_argument("--reparameterize", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="the distillation's order and augmentation")
     parser.add_argument("--train-batch-norm", action="store_true")
     parser.add_argument("--exclude", nargs="+", metavar="PATTERN", help="layers left as they are (convert --exclude)")
     args = parser.parse_args()
@@ -82,7 +83,7 @@ def main():
             new_model, model, source, epochs=args.epochs, train_size=args.train_size,
             learning_rate=args.learning_rate, schedule=args.schedule, warmup=args.warmup, temperature=args.temperature,
             label_weight=args.label_weight, feature_weight=args.feature_weight, mixup=args.mixup,
-            reparameterize=args.reparameterize,
+            reparameterize=args.reparameterize, seed=args.seed,
             freeze_batch_norm=not args.train_batch_norm, verbose=0,
         )  # fmt: skip
         write_text(os.path.join(args.out, f"rank-{rank}.json"), json.dumps(row, indent=2) + "\n")

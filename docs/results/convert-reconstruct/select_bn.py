@@ -27,17 +27,13 @@ import os
 import time
 
 import keras
+from measure import accuracy
 
 from sepconv import _provenance
 from sepconv._atomic import write_text
 from sepconv.convert import cifar10_calibration, convert, finetune
 from sepconv.convert._finetune import cifar10_image_format
 from sepconv.data import Batches, load_cifar10, make_splits
-
-
-def accuracy(model, data):
-    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return float(model.evaluate(data, verbose=0, return_dict=True)["accuracy"])
 
 
 def main():

@@ -179,6 +179,13 @@ def add_parser(subparsers):
         "afterwards: OUT keeps its shape and parameter count",
     )
     parser.add_argument(
+        "--seed",
+        default=0,
+        type=_int_flag("--seed", _validation.non_negative_int),
+        metavar="N",
+        help="draws the fine-tuning order, augmentation and --train-size subset (default 0)",
+    )
+    parser.add_argument(
         "--train-batch-norm",
         action="store_true",
         help="fine-tune BatchNorm layers in training mode (default: frozen, in inference mode)",
@@ -269,6 +276,7 @@ def run(args):
             feature_weight=args.feature_weight,
             mixup=args.mixup,
             reparameterize=args.reparameterize,
+            seed=args.seed,
             freeze_batch_norm=not args.train_batch_norm,
         )
     save_model(new_model, args.output)

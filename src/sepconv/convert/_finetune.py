@@ -317,19 +317,20 @@ def _accuracy(model, data, from_logits):
 def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, batch_size=128, learning_rate=1e-4,
                         from_logits=False, verbose="auto", temperature=4.0, label_weight=0.0, feature_weight=0.0,
                         freeze_batch_norm=True, schedule="constant", warmup=0.0, mixup=0.0,
-                        reparameterize=False):  # fmt: skip
+                        reparameterize=False, seed=0):  # fmt: skip
     """Fine-tunes a converted `model` in place on CIFAR-10 and reports test accuracies.
 
     Trains on `train_size` stratified training images (all by default) with crop+flip
-    augmentation, seed 0, distilling from `original` (`temperature`, `label_weight`,
+    augmentation, distilling from `original` (`temperature`, `label_weight`,
     `feature_weight`, `schedule`, `warmup`, `mixup`, `reparameterize`: see `finetune`; `label_weight=1` trains on
     labels only), and
     measures the test accuracy of `original`, of `model` before and after. `source` is a CIFAR-10 copy as
-    `sepconv.data.load_cifar10` takes it.
+    `sepconv.data.load_cifar10` takes it. `seed` draws the subset, the order and the augmentation: runs
+    that differ only in it show how much one epoch's outcome varies.
 
     Returns:
         A JSON-ready dict: epochs, train_images, validation, learning_rate,
-        schedule, temperature, label_weight, feature_weight, mixup, reparameterize, seconds (of training),
+        schedule, temperature, label_weight, feature_weight, mixup, reparameterize, seed, seconds (of training),
         accuracy {original, converted, finetuned} and the per-epoch history.
     """
     import time
@@ -337,10 +338,11 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
     from sepconv.data import Batches, load_cifar10, make_splits
 
     _validation.positive_int(batch_size, "batch_size")
+    seed = _validation.non_negative_int(seed, "seed")
     data_format = cifar10_image_format(model)
-    splits = make_splits(load_cifar10(source), train_size=train_size, validation="test", seed=0)
+    splits = make_splits(load_cifar10(source), train_size=train_size, validation="test", seed=seed)
     train = Batches(
-        splits.x_train, splits.y_train, batch_size=batch_size, augment=True, seed=0, data_format=data_format
+        splits.x_train, splits.y_train, batch_size=batch_size, augment=True, seed=seed, data_format=data_format
     )
     val = Batches(splits.x_val, splits.y_val, batch_size=256, shuffle=False, data_format=data_format)
     accuracy = {"original": _accuracy(original, val, from_logits), "converted": _accuracy(model, val, from_logits)}
@@ -366,6 +368,7 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
         "feature_weight": feature_weight,
         "mixup": mixup,
         "reparameterize": reparameterize,
+        "seed": seed,
         "freeze_batch_norm": freeze_batch_norm,
         "seconds": seconds,
         "accuracy": accuracy,
