@@ -2,7 +2,8 @@
 
     KERAS_BACKEND=tensorflow python select_bn.py IN.keras --rank 1 --out DIR [--learning-rates 1e-3 3e-3] [--test]
 
-Converts IN at `--rank` with reconstruction (as `select_lr.py`), then distills one
+Converts IN at `--rank` with reconstruction (as `select_lr.py`, `--iterations` and
+`--relu-rounds` as there), then distills one
 epoch with `finetune(..., reparameterize=True)` (cosine, warmup 0.1, T = 8, labels
 0.6: the setting chosen for rank 1; `--learning-rates` gridded) over the 45,000
 training images `select_lr.py` uses: every converted layer trains with a BatchNorm
@@ -42,6 +43,8 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--rank", type=int, required=True)
     parser.add_argument("--learning-rates", nargs="+", type=float, default=[1e-3, 3e-3])
+    parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--relu-rounds", type=int, default=2)
     parser.add_argument("--test", action="store_true", help="train on all 50,000 and score the test set")
     args = parser.parse_args()
     source = os.environ["SEPCONV_DATA"]
@@ -51,8 +54,10 @@ def main():
     scored = Batches(splits.x_val, splits.y_val, batch_size=256, shuffle=False, data_format=data_format)
     calibration = cifar10_calibration(source, 1024, model)
     start = time.perf_counter()
-    student, report = convert(model, rank=args.rank, calibration=calibration, reconstruct=True)
+    student, report = convert(model, rank=args.rank, calibration=calibration, reconstruct=True,
+                              iterations=args.iterations, relu_rounds=args.relu_rounds)  # fmt: skip
     record = {"input": args.input, "rank": args.rank, "scored_on": splits.validation,
+              "iterations": args.iterations, "relu_rounds": args.relu_rounds,
               "train_images": len(splits.y_train), "reconstruction_seconds": time.perf_counter() - start,
               "reconstructed_accuracy": accuracy(student, scored), "runs": [],
               "environment": _provenance.environment(), "reconstruction": report.reconstruction}  # fmt: skip
@@ -69,6 +74,8 @@ def main():
         print(json.dumps(run), flush=True)
     os.makedirs(args.out, exist_ok=True)
     rates = "-".join(f"{rate:g}" for rate in args.learning_rates)
+    rates += f"-i{args.iterations}" if args.iterations != 4 else ""
+    rates += f"-r{args.relu_rounds}" if args.relu_rounds != 2 else ""
     name = f"rank-{args.rank}-bn-lr{rates}.json" if args.test else f"select-rank-{args.rank}-bn-{rates}.json"
     write_text(os.path.join(args.out, name), json.dumps(record, indent=2) + "\n")
 
