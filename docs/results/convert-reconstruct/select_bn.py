@@ -3,15 +3,18 @@
     KERAS_BACKEND=tensorflow python select_bn.py IN.keras --rank 1 --out DIR [--learning-rates 1e-3 3e-3] [--test]
 
 Converts IN at `--rank` with reconstruction (as `select_lr.py`, `--iterations` and
-`--relu-rounds` as there), then distills one
-epoch with `finetune(..., reparameterize=True)` (cosine, warmup 0.1, T = 8, labels
-0.6: the setting chosen for rank 1; `--learning-rates` gridded) over the 45,000
+`--relu-rounds` as there), then distills one epoch with `finetune(...,
+reparameterize=True)` (cosine, warmup 0.1, T = 8, labels 0.6: the setting chosen
+for rank 1; `--learning-rates` gridded) over the 45,000
 training images `select_lr.py` uses: every converted layer trains with a BatchNorm
 after its depthwise and its pointwise step, each starting as the identity of what
 it normalizes, and folded into its kernels and bias after the epoch, so the
 network scored has the converted shape and parameter count. Accuracy on the
 held-out 5,000; the test set is not read. Every run trains on the same order and
-augmentation (a fresh `Batches` each). Writes DIR/select-rank-R-bn-LRS.json.
+augmentation (a fresh `Batches` each), or, with `--seeds`, on each seed's: one
+epoch's outcome varies by seed more than settings differ, so a choice compares
+means over the same seeds. Writes DIR/select-rank-R-bn-LRS.json with every run
+and each learning rate's mean.
 (The JSON files of commits 8dee1f7 and 2ce8ce1 came from this script's first form,
 which did the same with its own copy of the code, the BatchNorms started on the
 1,024 calibration images rather than the first training batch, and, at 8dee1f7,
@@ -23,8 +26,10 @@ training images and scores the folded network on the 10,000 test images, as
 """
 
 import argparse
+import itertools
 import json
 import os
+import statistics
 import time
 
 import keras
@@ -43,6 +48,7 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--rank", type=int, required=True)
     parser.add_argument("--learning-rates", nargs="+", type=float, default=[1e-3, 3e-3])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="orders and augmentations, each a run")
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--relu-rounds", type=int, default=2)
     parser.add_argument("--test", action="store_true", help="train on all 50,000 and score the test set")
@@ -62,20 +68,25 @@ def main():
               "reconstructed_accuracy": accuracy(student, scored), "runs": [],
               "environment": _provenance.environment(), "reconstruction": report.reconstruction}  # fmt: skip
     reconstructed = student.get_weights()
-    for learning_rate in args.learning_rates:
+    for learning_rate, seed in itertools.product(args.learning_rates, args.seeds):
         student.set_weights(reconstructed)
-        train = Batches(splits.x_train, splits.y_train, batch_size=128, augment=True, seed=0, data_format=data_format)
+        train = Batches(splits.x_train, splits.y_train, batch_size=128, augment=True, seed=seed,
+                        data_format=data_format)  # fmt: skip
         start = time.perf_counter()
         finetune(student, train, epochs=1, learning_rate=learning_rate, teacher=model, verbose=0, schedule="cosine",
                  temperature=8.0, label_weight=0.6, warmup=0.1, reparameterize=True)  # fmt: skip
-        run = {"learning_rate": learning_rate, "accuracy": accuracy(student, scored),
+        run = {"learning_rate": learning_rate, "seed": seed, "accuracy": accuracy(student, scored),
                "params": student.count_params(), "seconds": time.perf_counter() - start}
         record["runs"].append(run)
         print(json.dumps(run), flush=True)
+    record["means"] = {f"{rate:g}": statistics.fmean(run["accuracy"] for run in record["runs"]
+                                                     if run["learning_rate"] == rate) for rate in args.learning_rates}
+    print(json.dumps(record["means"]), flush=True)
     os.makedirs(args.out, exist_ok=True)
     rates = "-".join(f"{rate:g}" for rate in args.learning_rates)
     rates += f"-i{args.iterations}" if args.iterations != 4 else ""
     rates += f"-r{args.relu_rounds}" if args.relu_rounds != 2 else ""
+    rates += "-s" + "-".join(map(str, args.seeds)) if args.seeds != [0] else ""
     name = f"rank-{args.rank}-bn-lr{rates}.json" if args.test else f"select-rank-{args.rank}-bn-{rates}.json"
     write_text(os.path.join(args.out, name), json.dumps(record, indent=2) + "\n")
 
