@@ -2,8 +2,8 @@
 
     KERAS_BACKEND=tensorflow python seeds.py IN.keras --rank 1 --out DIR --seeds 0 1 2 3 [setting flags]
 
-Converts IN at `--rank` with reconstruction once (deterministic: the 1,024
-calibration images are drawn with seed 0), then, per seed, restores the
+Converts IN at `--rank` with reconstruction once (`--iterations`, `--relu-rounds`;
+deterministic: the 1,024 calibration images are drawn with seed 0), then, per seed, restores the
 reconstructed weights and distills one epoch over all 50,000 training images
 exactly as `sepconv convert ... --finetune-epochs 1 --seed S` does
 (`finetune_on_cifar10`), scoring the 10,000 test images. Only the order and
@@ -11,7 +11,7 @@ augmentation differ between the runs, so their spread is the noise of one
 reading of a setting already chosen; nothing is chosen on them. The setting
 flags default to the rank-1 choice (cosine from 2e-3, warmup 0.1, T = 8,
 labels 0.6, `--reparameterize`). Writes DIR/seeds-rank-R.json with every run,
-their mean and standard deviation.
+their mean and standard deviation (-iI-rR added for other reconstruction rounds).
 """
 
 import argparse
@@ -42,13 +42,17 @@ def main():
     parser.add_argument("--temperature", type=float, default=8.0)
     parser.add_argument("--label-weight", type=float, default=0.6)
     parser.add_argument("--no-reparameterize", dest="reparameterize", action="store_false")
+    parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--relu-rounds", type=int, default=2)
     args = parser.parse_args()
     source = os.environ["SEPCONV_DATA"]
     model = keras.saving.load_model(args.input)
     data = load_cifar10(source)
     test = Batches(data.x_test, data.y_test, batch_size=256, shuffle=False, data_format=cifar10_image_format(model))
     start = time.perf_counter()
-    student, _ = convert(model, rank=args.rank, calibration=cifar10_calibration(source, 1024, model), reconstruct=True)
+    calibration = cifar10_calibration(source, 1024, model)
+    student, _ = convert(model, rank=args.rank, calibration=calibration, reconstruct=True, iterations=args.iterations,
+                         relu_rounds=args.relu_rounds)  # fmt: skip
     record = {"input": args.input, "rank": args.rank, "config": vars(args), "environment": _provenance.environment(),
               "reconstruction_seconds": time.perf_counter() - start,
               "reconstructed_accuracy": accuracy(student, test), "runs": []}  # fmt: skip
@@ -69,7 +73,10 @@ def main():
     record["stdev"] = statistics.stdev(scores) if len(scores) > 1 else 0.0
     print(f"mean {record['mean']:.4f}  stdev {record['stdev']:.4f}  over {len(scores)} seeds", flush=True)
     os.makedirs(args.out, exist_ok=True)
-    write_text(os.path.join(args.out, f"seeds-rank-{args.rank}.json"), json.dumps(record, indent=2) + "\n")
+    name = f"seeds-rank-{args.rank}"
+    name += f"-i{args.iterations}" if args.iterations != 4 else ""
+    name += f"-r{args.relu_rounds}" if args.relu_rounds != 2 else ""
+    write_text(os.path.join(args.out, name + ".json"), json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":
