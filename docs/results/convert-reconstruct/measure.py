@@ -27,6 +27,11 @@ from sepconv.convert._finetune import SCHEDULES, cifar10_image_format
 from sepconv.data import Batches, load_cifar10
 
 
+def rounds_suffix(iterations, relu_rounds):
+    """The file-name tag of a reconstruction with other rounds than the defaults (4 and 2)."""
+    return (f"-i{iterations}" if iterations != 4 else "") + (f"-r{relu_rounds}" if relu_rounds != 2 else "")
+
+
 def accuracy(model, test):
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return float(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])

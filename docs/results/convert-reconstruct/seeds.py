@@ -21,7 +21,7 @@ import statistics
 import time
 
 import keras
-from measure import accuracy
+from measure import accuracy, rounds_suffix
 
 from sepconv import _provenance
 from sepconv._atomic import write_text
@@ -74,8 +74,7 @@ def main():
     print(f"mean {record['mean']:.4f}  stdev {record['stdev']:.4f}  over {len(scores)} seeds", flush=True)
     os.makedirs(args.out, exist_ok=True)
     name = f"seeds-rank-{args.rank}"
-    name += f"-i{args.iterations}" if args.iterations != 4 else ""
-    name += f"-r{args.relu_rounds}" if args.relu_rounds != 2 else ""
+    name += rounds_suffix(args.iterations, args.relu_rounds)
     write_text(os.path.join(args.out, name + ".json"), json.dumps(record, indent=2) + "\n")
 
 

@@ -33,7 +33,7 @@ import statistics
 import time
 
 import keras
-from measure import accuracy
+from measure import accuracy, rounds_suffix
 
 from sepconv import _provenance
 from sepconv._atomic import write_text
@@ -84,8 +84,7 @@ def main():
     print(json.dumps(record["means"]), flush=True)
     os.makedirs(args.out, exist_ok=True)
     rates = "-".join(f"{rate:g}" for rate in args.learning_rates)
-    rates += f"-i{args.iterations}" if args.iterations != 4 else ""
-    rates += f"-r{args.relu_rounds}" if args.relu_rounds != 2 else ""
+    rates += rounds_suffix(args.iterations, args.relu_rounds)
     rates += "-s" + "-".join(map(str, args.seeds)) if args.seeds != [0] else ""
     name = f"rank-{args.rank}-bn-lr{rates}.json" if args.test else f"select-rank-{args.rank}-bn-{rates}.json"
     write_text(os.path.join(args.out, name), json.dumps(record, indent=2) + "\n")

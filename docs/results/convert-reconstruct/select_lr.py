@@ -28,6 +28,7 @@ import os
 import time
 
 import keras
+from measure import rounds_suffix
 
 from sepconv import _provenance
 from sepconv._atomic import write_text
@@ -100,8 +101,7 @@ def main():
     record["chosen_warmup"], record["chosen_feature_weight"] = best["warmup"], best["feature_weight"]
     record["chosen_mixup"] = best["mixup"]
     suffix = "" if args.schedule == "constant" else f"-{args.schedule}"
-    suffix += f"-i{args.iterations}" if args.iterations != 4 else ""
-    suffix += f"-r{args.relu_rounds}" if args.relu_rounds != 2 else ""
+    suffix += rounds_suffix(args.iterations, args.relu_rounds)
     for flag, values, default in (("T", args.temperatures, [4.0]), ("L", args.label_weights, [0.0]),
                                   ("b", args.batch_sizes, [128]), ("w", args.warmups, [0.0]),
                                   ("F", args.feature_weights, [0.0]), ("M", args.mixups, [0.0])):  # fmt: skip
