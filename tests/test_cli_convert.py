@@ -221,6 +221,10 @@ def test_errors_are_one_line_with_exit_code_2(saved, tmp_path, capsys):
             "--seed must be non-negative. Received: --seed=-1",
         ),
         (
+            [path, out_path, "--finetune-epochs", "1", "--data", "d", "--clip-norm", "0"],
+            "--clip-norm must be a number in (0, inf). Received: --clip-norm=0.0",
+        ),
+        (
             [path, out_path, "--finetune-epochs", "1", "--data", "d", "--warmup", "1"],
             "--warmup must be a number in [0, 1). Received: --warmup=1.0",
         ),
@@ -283,7 +287,7 @@ def test_finetune_on_cifar10(tmp_path, capsys):
     create_model("vgg", blocks=((8, 1), (16, 1))).save(path)
     argv = [path, str(tmp_path / "o.keras"), "--rank", "2", "--finetune-epochs", "1", "--data", data, "--json",
             "--schedule", "cosine", "--warmup", "0.1", "--feature-weight", "2", "--mixup", "0.4",
-            "--reparameterize", "--seed", "3"]  # fmt: skip
+            "--reparameterize", "--seed", "3", "--clip-norm", "5"]  # fmt: skip
     code, out, _ = run([*argv, "--train-size", "500", "--calibration-data", data, "--calibration-size", "16"], capsys)
     assert code == 0
     result = json.loads(out)
@@ -291,7 +295,7 @@ def test_finetune_on_cifar10(tmp_path, capsys):
     tuned = result["finetune"]
     assert tuned["train_images"] == 500 and len(tuned["history"]["loss"]) == 1 and tuned["schedule"] == "cosine"
     assert tuned["warmup"] == 0.1 and tuned["feature_weight"] == 2 and tuned["mixup"] == 0.4 and tuned["reparameterize"]
-    assert tuned["seed"] == 3
+    assert tuned["seed"] == 3 and tuned["clip_norm"] == 5
     assert 0 <= tuned["accuracy"]["finetuned"] <= 1
 
 

@@ -564,6 +564,52 @@ def test_finetune_schedule_matches_adam_stepped_by_hand(schedule, warmup, rng):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
+def numpy_adam_with_global_clip(weights, batches, learning_rate, clip_norm):
+    """Keras' Adam (epsilon 1e-7 outside the square root) on a softmax regression, each update's
+    gradients scaled together to a global norm of at most `clip_norm`. Returns the weights and
+    each update's norm before clipping."""
+    kernel, bias = (w.astype(np.float64) for w in weights)
+    moments = [np.zeros_like(kernel), np.zeros_like(bias)], [np.zeros_like(kernel), np.zeros_like(bias)]
+    norms = []
+    for t, (x, y) in enumerate(batches, start=1):
+        x = x.reshape(len(x), -1).astype(np.float64)
+        logits = x @ kernel + bias
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        delta = (p - np.eye(kernel.shape[1])[y]) / len(x)  # mean cross-entropy through the softmax
+        grads = [x.T @ delta, delta.sum(axis=0)]
+        norm = math.sqrt(sum(float((g**2).sum()) for g in grads))
+        norms.append(norm)
+        grads = [g * min(1.0, clip_norm / norm) for g in grads]
+        alpha = learning_rate * math.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+        for w, g, m, v in zip((kernel, bias), grads, *moments):
+            m += (g - m) * 0.1
+            v += (g * g - v) * 0.001
+            w -= alpha * m / (np.sqrt(v) + 1e-7)
+    return [kernel, bias], norms
+
+
+def test_finetune_clip_norm_matches_adam_on_clipped_gradients_by_hand(rng):
+    # reference: numpy softmax regression and Adam, the global clip applied by hand
+    def regression():
+        return keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
+                                 keras.layers.Dense(3, activation="softmax")])  # fmt: skip
+
+    model = randomize(regression(), rng)
+    unclipped = regression()
+    unclipped.set_weights(model.get_weights())
+    train = Batches(rng.integers(0, 256, size=(64, 4, 4, 3), dtype=np.uint8), rng.integers(0, 3, size=64),
+                    batch_size=16, shuffle=False)  # fmt: skip
+    batches = [train[i % len(train)] for i in range(2 * len(train))]
+    expected, norms = numpy_adam_with_global_clip(model.get_weights(), batches, 0.05, clip_norm=1.5)
+    assert min(norms) < 1.5 < max(norms), norms  # some updates clipped, some not
+    finetune(model, train, epochs=2, learning_rate=0.05, clip_norm=1.5, verbose=0)
+    for got, want in zip(model.get_weights(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    finetune(unclipped, train, epochs=2, learning_rate=0.05, verbose=0)
+    assert not np.allclose(unclipped.get_weights()[0], expected[0], rtol=1e-4, atol=1e-5)
+
+
 def test_finetune_schedule_errors(rng):
     model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
     train = Batches(rng.integers(0, 256, size=(32, 4, 4, 3), dtype=np.uint8), rng.integers(0, 3, size=32),
@@ -576,6 +622,8 @@ def test_finetune_schedule_errors(rng):
         finetune(model, iter([train[0]]), warmup=0.1)
     with pytest.raises(ValueError, match=r"^warmup must be a number in \[0, 1\)\. Received: warmup=1\.0$"):
         finetune(model, train, warmup=1.0)
+    with pytest.raises(ValueError, match=r"^clip_norm must be a number in \(0, inf\)\. Received: clip_norm=0\.0$"):
+        finetune(model, train, clip_norm=0.0)
 
 
 def separable_chain(rank, rng, **options):
@@ -618,6 +666,45 @@ def test_reparameterized_layers_start_as_the_identity_and_fold_exactly(rank, opt
     assert model.count_params() == params and model.get_layer("sep1").normalization is None
 
 
+def test_reparameterized_batch_norms_start_on_each_channels_calmest_batch(rng):
+    # reference: Keras' DepthwiseConv2D and a numpy pointwise product, each batch's moments by numpy,
+    # per channel those of the batch (of 128, 128 and 44 images) with the least variance
+    from sepconv.convert._reparameterize import with_batch_norm
+
+    model = separable_chain(2, rng)
+    images = rng.normal(size=(300, 8, 8, 3)).astype("float32")
+    images[:128] *= 5.0  # a first batch unlike the rest
+    _, layers = with_batch_norm(model, images)
+    (copy,) = [copy for copy in layers if copy.name == "sep1"]
+    layer = model.get_layer("sep1")
+    depthwise = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)
+    depthwise.build(images.shape)
+    depthwise.set_weights([numpy(layer.depthwise_kernel)])
+    middle = numpy(depthwise(images)).astype("float64")
+    output = middle @ numpy(layer.pointwise_kernel)[0, 0] + numpy(layer.bias)
+    for norm, x in ((copy.depthwise_norm, middle), (copy.norm, output)):
+        batches = [x[:128], x[128:256], x[256:]]
+        means, variances = (np.array([getattr(b, f)(axis=(0, 1, 2)) for b in batches]) for f in ("mean", "var"))
+        calmest = variances.argmin(axis=0)
+        mean, variance = (a[calmest, np.arange(a.shape[1])] for a in (means, variances))
+        assert np.all(variance < 0.5 * x.var(axis=(0, 1, 2)))  # the outlier batch does not set the start
+        np.testing.assert_allclose(numpy(norm.moving_mean), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(numpy(norm.moving_variance), variance, rtol=1e-4)
+        np.testing.assert_allclose(numpy(norm.gamma), np.sqrt(variance + norm.epsilon), rtol=1e-4)
+        np.testing.assert_allclose(numpy(norm.beta), mean, rtol=1e-4, atol=1e-5)
+
+
+def test_reparameterize_reads_the_first_batches_up_to_the_count(rng):
+    from sepconv.convert._finetune import STATISTICS_IMAGES, _first_images
+
+    images = rng.integers(0, 256, size=(64, 4, 4, 3), dtype=np.uint8)
+    train = Batches(images, np.zeros(64, "int32"), batch_size=16, shuffle=False)
+    assert STATISTICS_IMAGES == 1024
+    np.testing.assert_array_equal(_first_images(train, count=40), np.concatenate([train[i][0] for i in range(3)]))
+    assert len(_first_images(train)) == 64  # fewer than the count: all of them
+    assert len(_first_images([train[0], train[1]], count=20)) == 32  # re-iterable
+
+
 def test_reparameterize_needs_a_foldable_separable_layer(rng):
     from sepconv.convert._reparameterize import reparameterizable, with_batch_norm
 
@@ -628,7 +715,7 @@ def test_reparameterize_needs_a_foldable_separable_layer(rng):
     with pytest.raises(ValueError, match=message):
         with_batch_norm(model, np.zeros((2, 8, 8, 3), "float32"))
     train = iter([(np.zeros((2, 8, 8, 3), "float32"), np.zeros(2, "int32"))])
-    with pytest.raises(ValueError, match=r"^reparameterize reads a batch .* Received: train of type list_iterator$"):
+    with pytest.raises(ValueError, match=r"^reparameterize reads the first batches .* Received: train of type list_iterator$"):
         finetune(separable_chain(2, rng), train, reparameterize=True)
 
 

@@ -11,7 +11,8 @@ augmentation differ between the runs, so their spread is the noise of one
 reading of a setting already chosen; nothing is chosen on them. The setting
 flags default to the rank-1 choice (cosine from 2e-3, warmup 0.1, T = 8,
 labels 0.6, `--reparameterize`). Writes DIR/seeds-rank-R.json with every run,
-their mean and standard deviation (-iI-rR added for other reconstruction rounds).
+their mean and standard deviation (-iI-rR added for other reconstruction rounds, -clipC
+with `--clip-norm C`).
 """
 
 import argparse
@@ -42,6 +43,7 @@ def main():
     parser.add_argument("--temperature", type=float, default=8.0)
     parser.add_argument("--label-weight", type=float, default=0.6)
     parser.add_argument("--no-reparameterize", dest="reparameterize", action="store_false")
+    parser.add_argument("--clip-norm", type=float, default=None)
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--relu-rounds", type=int, default=2)
     args = parser.parse_args()
@@ -62,7 +64,7 @@ def main():
         tuned = finetune_on_cifar10(
             student, model, source, learning_rate=args.learning_rate, schedule=args.schedule, warmup=args.warmup,
             temperature=args.temperature, label_weight=args.label_weight, reparameterize=args.reparameterize,
-            seed=seed, verbose=0,
+            seed=seed, clip_norm=args.clip_norm, verbose=0,
         )  # fmt: skip
         run = {"seed": seed, "accuracy": tuned["accuracy"]["finetuned"], "seconds": tuned["seconds"],
                "params": student.count_params()}  # fmt: skip
@@ -75,6 +77,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     name = f"seeds-rank-{args.rank}"
     name += rounds_suffix(args.iterations, args.relu_rounds)
+    name += f"-clip{args.clip_norm:g}" if args.clip_norm else ""
     write_text(os.path.join(args.out, name + ".json"), json.dumps(record, indent=2) + "\n")
 
 

@@ -13,8 +13,9 @@ network scored has the converted shape and parameter count. Accuracy on the
 held-out 5,000; the test set is not read. Every run trains on the same order and
 augmentation (a fresh `Batches` each), or, with `--seeds`, on each seed's: one
 epoch's outcome varies by seed more than settings differ, so a choice compares
-means over the same seeds. Writes DIR/select-rank-R-bn-LRS.json with every run
-and each learning rate's mean.
+means over the same seeds. `--clip-norm C` clips each update's gradients (`finetune`'s
+`clip_norm`). Writes DIR/select-rank-R-bn-LRS.json with every run and each learning
+rate's mean.
 (The JSON files of commits 8dee1f7 and 2ce8ce1 came from this script's first form,
 which did the same with its own copy of the code, the BatchNorms started on the
 1,024 calibration images rather than the first training batch, and, at 8dee1f7,
@@ -51,6 +52,7 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="orders and augmentations, each a run")
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--relu-rounds", type=int, default=2)
+    parser.add_argument("--clip-norm", type=float, default=None, help="finetune's clip_norm")
     parser.add_argument("--test", action="store_true", help="train on all 50,000 and score the test set")
     args = parser.parse_args()
     source = os.environ["SEPCONV_DATA"]
@@ -63,7 +65,7 @@ def main():
     student, report = convert(model, rank=args.rank, calibration=calibration, reconstruct=True,
                               iterations=args.iterations, relu_rounds=args.relu_rounds)  # fmt: skip
     record = {"input": args.input, "rank": args.rank, "scored_on": splits.validation,
-              "iterations": args.iterations, "relu_rounds": args.relu_rounds,
+              "iterations": args.iterations, "relu_rounds": args.relu_rounds, "clip_norm": args.clip_norm,
               "train_images": len(splits.y_train), "reconstruction_seconds": time.perf_counter() - start,
               "reconstructed_accuracy": accuracy(student, scored), "runs": [],
               "environment": _provenance.environment(), "reconstruction": report.reconstruction}  # fmt: skip
@@ -74,7 +76,8 @@ def main():
                         data_format=data_format)  # fmt: skip
         start = time.perf_counter()
         finetune(student, train, epochs=1, learning_rate=learning_rate, teacher=model, verbose=0, schedule="cosine",
-                 temperature=8.0, label_weight=0.6, warmup=0.1, reparameterize=True)  # fmt: skip
+                 temperature=8.0, label_weight=0.6, warmup=0.1, reparameterize=True,
+                 clip_norm=args.clip_norm)  # fmt: skip
         run = {"learning_rate": learning_rate, "seed": seed, "accuracy": accuracy(student, scored),
                "params": student.count_params(), "seconds": time.perf_counter() - start}
         record["runs"].append(run)
@@ -85,6 +88,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     rates = "-".join(f"{rate:g}" for rate in args.learning_rates)
     rates += rounds_suffix(args.iterations, args.relu_rounds)
+    rates += f"-clip{args.clip_norm:g}" if args.clip_norm else ""
     rates += "-s" + "-".join(map(str, args.seeds)) if args.seeds != [0] else ""
     name = f"rank-{args.rank}-bn-lr{rates}.json" if args.test else f"select-rank-{args.rank}-bn-{rates}.json"
     write_text(os.path.join(args.out, name), json.dumps(record, indent=2) + "\n")

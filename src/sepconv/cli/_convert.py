@@ -142,6 +142,14 @@ def add_parser(subparsers):
         "in [0, 1) (default 0)",
     )
     parser.add_argument(
+        "--clip-norm",
+        default=None,
+        type=_float_flag("--clip-norm", _positive_number),
+        metavar="C",
+        help="scale each fine-tuning update's gradients together to a global norm of at most C, so one outlier "
+        "batch cannot derail the epoch (default: no clipping)",
+    )
+    parser.add_argument(
         "--temperature",
         default=4.0,
         type=_float_flag("--temperature", _positive_number),
@@ -277,6 +285,7 @@ def run(args):
             mixup=args.mixup,
             reparameterize=args.reparameterize,
             seed=args.seed,
+            clip_norm=args.clip_norm,
             freeze_batch_norm=not args.train_batch_norm,
         )
     save_model(new_model, args.output)
@@ -294,6 +303,7 @@ def run(args):
         how += f", layer outputs weighted {tuned['feature_weight']:g}" if tuned["feature_weight"] else ""
         how += f", mixup {tuned['mixup']:g}" if tuned["mixup"] else ""
         how += ", reparameterized with BatchNorm" if tuned["reparameterize"] else ""
+        how += f", gradients clipped to norm {tuned['clip_norm']:g}" if tuned["clip_norm"] else ""
         console.print(
             f"Fine-tuned {tuned['epochs']} epoch(s) on {tuned['train_images']:,} images ({how}). "
             f"Validation accuracy on {tuned['validation']}: original {accuracy['original']:.4f}, converted "

@@ -29,7 +29,8 @@ images outputs almost one-hot targets on them; on mixed images its outputs say
 more than the labels do.
 
 With ``reparameterize`` the separable layers train with a BatchNorm after each
-step, folded into their kernels afterwards (`_reparameterize`).
+step, started on the first `STATISTICS_IMAGES` training images and folded into
+their kernels afterwards (`_reparameterize`).
 
 By default the student's BatchNorm layers stay in inference mode, their
 statistics and scales frozen (`freeze_batch_norm`): reconstruction fitted each
@@ -42,6 +43,7 @@ worse than before the fine-tune: docs/results/convert-reconstruct/).
 import contextlib
 
 import keras
+import numpy as np
 
 from sepconv import _validation
 from sepconv._schedules import warmup_cosine
@@ -51,6 +53,7 @@ from sepconv.convert._reparameterize import fold, with_batch_norm
 __all__ = ["SCHEDULES", "cifar10_calibration", "distillation_loss", "finetune", "finetune_on_cifar10"]
 
 SCHEDULES = ("constant", "cosine")
+STATISTICS_IMAGES = 1024  # what `reparameterize`'s BatchNorms start on: 8 batches of 128
 _EPSILON = 1e-7  # probabilities are clipped to [eps, 1] before the logarithm
 
 
@@ -145,16 +148,17 @@ class _Distilled(keras.Model):
         return keras.ops.concatenate([output, target], axis=-1)
 
 
-def _optimizer(learning_rate, schedule, warmup, steps):
+def _optimizer(learning_rate, schedule, warmup, steps, clip_norm):
     """Adam at `learning_rate`, constant or decayed to 0 on a cosine over `steps` updates.
 
     With `warmup`, the first `warmup * steps` updates rise linearly from a tenth of
-    `learning_rate` to it, as `sepconv train` warms up.
+    `learning_rate` to it, as `sepconv train` warms up. With `clip_norm`, each update's
+    gradients are scaled together to a global norm of at most `clip_norm`.
     """
-    if schedule == "constant" and not warmup:
-        return keras.optimizers.Adam(learning_rate)
-    alpha = 1.0 if schedule == "constant" else 0.0  # 1: the cosine ends where it starts
-    return keras.optimizers.Adam(warmup_cosine(learning_rate, steps, round(warmup * steps), alpha))
+    if schedule != "constant" or warmup:
+        alpha = 1.0 if schedule == "constant" else 0.0  # 1: the cosine ends where it starts
+        learning_rate = warmup_cosine(learning_rate, steps, round(warmup * steps), alpha)
+    return keras.optimizers.Adam(learning_rate, global_clipnorm=clip_norm)
 
 
 def _steps(train, epochs, schedule, warmup):
@@ -172,7 +176,7 @@ def _steps(train, epochs, schedule, warmup):
 
 def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, from_logits=False, verbose="auto",
              teacher=None, temperature=4.0, label_weight=0.0, feature_weight=0.0, freeze_batch_norm=True,
-             schedule="constant", warmup=0.0, mixup=0.0, reparameterize=False):  # fmt: skip
+             schedule="constant", warmup=0.0, mixup=0.0, reparameterize=False, clip_norm=None):  # fmt: skip
     """Trains `model` in place and returns the `fit` history as a dict.
 
     Args:
@@ -209,10 +213,17 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
             batches as they come.
         reparameterize: train every top-level separable layer with a
             BatchNorm after its depthwise and its pointwise step, each
-            starting as the identity on `train`'s first batch, and fold them
+            starting as the identity on `train`'s first `STATISTICS_IMAGES`
+            images (the statistics of one batch can be far from the
+            data's), and fold them
             into its kernels and bias afterwards (`_reparameterize`): the
             model keeps its shape and parameter count. `train` must be a
             `keras.utils.PyDataset` or re-iterable (a `tf.data.Dataset`).
+        clip_norm: None, or > 0: each update's gradients are scaled down
+            together to a global norm of at most this (Adam's
+            `global_clipnorm`). Adam divides each gradient by its running
+            scale, so clipping acts only on outlier batches: one such batch
+            can otherwise swell the running averages and derail the epoch.
 
     Returns:
         `{metric: [value per epoch]}` (`loss`, `accuracy`, and `val_*`).
@@ -228,7 +239,9 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
             raise ValueError(f"{name} needs a teacher. Received: {name}={value}, teacher=None")
     schedule = _validation.choice(schedule, SCHEDULES, "schedule")
     warmup = _validation.number(warmup, "warmup", low=0.0, high=1.0, high_open=True)
-    optimizer = _optimizer(learning_rate, schedule, warmup, _steps(train, epochs, schedule, warmup))
+    if clip_norm is not None:
+        clip_norm = _validation.number(clip_norm, "clip_norm", low=0.0, low_open=True)
+    optimizer = _optimizer(learning_rate, schedule, warmup, _steps(train, epochs, schedule, warmup), clip_norm)
     reparameterize = _validation.boolean(reparameterize, "reparameterize")
     with _frozen_batch_norm(model, _validation.boolean(freeze_batch_norm, "freeze_batch_norm")):
         # the normed copy shares every other layer with `model`, so those train in place (and stay frozen)
@@ -240,16 +253,24 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
     return history
 
 
-def _first_images(train):
+def _first_images(train, count=STATISTICS_IMAGES):
+    """The images of `train`'s first batches, at least `count` of them (all, if it has fewer)."""
     if isinstance(train, keras.utils.PyDataset):
-        return train[0][0]
-    iterator = iter(train)
-    if iterator is train:
-        raise ValueError(
-            "reparameterize reads a batch of `train` before training, so `train` must be a "
-            f"keras.utils.PyDataset or re-iterable. Received: train of type {type(train).__name__}"
-        )
-    return next(iterator)[0]
+        batches = (train[i] for i in range(len(train)))
+    else:
+        batches = iter(train)
+        if batches is train:
+            raise ValueError(
+                "reparameterize reads the first batches of `train` before training, so `train` must be a "
+                f"keras.utils.PyDataset or re-iterable. Received: train of type {type(train).__name__}"
+            )
+    images, seen = [], 0
+    for batch in batches:
+        images.append(keras.ops.convert_to_numpy(batch[0]))
+        seen += len(images[-1])
+        if seen >= count:
+            break
+    return np.concatenate(images)
 
 
 def _fit(model, train, validation, epochs, optimizer, from_logits, verbose, teacher, temperature, label_weight,
@@ -297,8 +318,6 @@ def cifar10_calibration(source, size, model):
     fits to these images; their labels are not used). Drawn at random because image-folder
     copies list the images class by class: the first ones would all be airplanes.
     """
-    import numpy as np
-
     from sepconv.data import Batches, load_cifar10
 
     data = load_cifar10(source)
@@ -317,21 +336,21 @@ def _accuracy(model, data, from_logits):
 def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, batch_size=128, learning_rate=1e-4,
                         from_logits=False, verbose="auto", temperature=4.0, label_weight=0.0, feature_weight=0.0,
                         freeze_batch_norm=True, schedule="constant", warmup=0.0, mixup=0.0,
-                        reparameterize=False, seed=0):  # fmt: skip
+                        reparameterize=False, seed=0, clip_norm=None):  # fmt: skip
     """Fine-tunes a converted `model` in place on CIFAR-10 and reports test accuracies.
 
     Trains on `train_size` stratified training images (all by default) with crop+flip
     augmentation, distilling from `original` (`temperature`, `label_weight`,
-    `feature_weight`, `schedule`, `warmup`, `mixup`, `reparameterize`: see `finetune`; `label_weight=1` trains on
-    labels only), and
-    measures the test accuracy of `original`, of `model` before and after. `source` is a CIFAR-10 copy as
-    `sepconv.data.load_cifar10` takes it. `seed` draws the subset, the order and the augmentation: runs
-    that differ only in it show how much one epoch's outcome varies.
+    `feature_weight`, `schedule`, `warmup`, `mixup`, `reparameterize`, `clip_norm`: see `finetune`;
+    `label_weight=1` trains on labels only), and measures the test accuracy of `original`, of `model`
+    before and after. `source` is a CIFAR-10 copy as `sepconv.data.load_cifar10` takes it. `seed`
+    draws the subset, the order and the augmentation: runs that differ only in it show how much one
+    epoch's outcome varies.
 
     Returns:
         A JSON-ready dict: epochs, train_images, validation, learning_rate,
-        schedule, temperature, label_weight, feature_weight, mixup, reparameterize, seed, seconds (of training),
-        accuracy {original, converted, finetuned} and the per-epoch history.
+        schedule, temperature, label_weight, feature_weight, mixup, reparameterize, seed, clip_norm,
+        seconds (of training), accuracy {original, converted, finetuned} and the per-epoch history.
     """
     import time
 
@@ -351,7 +370,7 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
         model, train, val, epochs=epochs, learning_rate=learning_rate, from_logits=from_logits, verbose=verbose,
         teacher=original, temperature=temperature, label_weight=label_weight, feature_weight=feature_weight,
         freeze_batch_norm=freeze_batch_norm, schedule=schedule, warmup=warmup, mixup=mixup,
-        reparameterize=reparameterize,
+        reparameterize=reparameterize, clip_norm=clip_norm,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     # the student's, also when distilling; reparameterized, scored again once folded: the model that is saved
@@ -369,6 +388,7 @@ def finetune_on_cifar10(model, original, source, *, epochs=1, train_size=None, b
         "mixup": mixup,
         "reparameterize": reparameterize,
         "seed": seed,
+        "clip_norm": clip_norm,
         "freeze_batch_norm": freeze_batch_norm,
         "seconds": seconds,
         "accuracy": accuracy,
