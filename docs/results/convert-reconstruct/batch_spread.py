@@ -4,10 +4,11 @@
 
 Loads the rank-1 reconstruction `collapse.py` cached in DIR (same `--iterations`,
 `--relu-rounds`), and for the first `--batches` training batches of each seed's order (as
-`sepconv convert --seed S` draws them) computes the standard deviation of every channel after
-each step (depthwise: .0, pointwise: .1) of every separable layer. Per batch, the median over
-channels of its standard deviation divided by the channel's median over all batches: 1 is a
-typical batch. Writes DIR/batch-spread.json with the quantiles per step, each seed's first
+`sepconv convert --seed S` draws them) computes the scale a BatchNorm divides every channel by
+after each step (depthwise: .0, pointwise: .1) of every separable layer: sqrt(variance + 1e-3),
+Keras' epsilon, which keeps channels that are zero on every image finite. Per batch, the median
+over channels of that scale divided by the channel's median over all batches: 1 is a typical
+batch. Writes DIR/batch-spread.json with the quantiles per step, each seed's first
 batch, and the start `finetune(reparameterize=True)` takes from each seed's first 8 batches.
 Training images only.
 """
@@ -23,6 +24,8 @@ from sepconv._atomic import write_text
 from sepconv.convert import convert
 from sepconv.convert._reparameterize import _statistics, reparameterizable
 from sepconv.data import Batches, load_cifar10, make_splits
+
+_EPSILON = 1e-3  # keras.layers.BatchNormalization's
 
 
 def main():
@@ -49,10 +52,10 @@ def main():
         for images in batches:
             for layer, steps in _statistics(student, layers, images).items():
                 for step, (_, variance) in enumerate(steps):
-                    spreads.setdefault((layer.name, step), []).append(np.sqrt(variance))
+                    spreads.setdefault((layer.name, step), []).append(np.sqrt(variance + _EPSILON))
         for layer, steps in _statistics(student, layers, np.concatenate(batches[:8])).items():
             for step, (_, variance) in enumerate(steps):
-                starts[layer.name, step, seed] = np.sqrt(variance)
+                starts[layer.name, step, seed] = np.sqrt(variance + _EPSILON)
     record = {"input": args.input, "config": vars(args), "steps": {}}
     for (name, step), stds in spreads.items():
         stds = np.stack(stds)

@@ -30,7 +30,7 @@ from sepconv.data import Batches, load_cifar10, make_splits
 _STEPS = 512  # more than the epoch's 391 updates
 
 
-class _NormRecordingAdam(keras.optimizers.Adam):
+class NormRecordingAdam(keras.optimizers.Adam):
     """Adam that writes each update's global gradient norm, before any clipping, into `norms`."""
 
     def build(self, variables):
@@ -82,7 +82,7 @@ def main():
 
     def recording_optimizer(*options):
         optimizer = _finetune._optimizer_without_recording(*options)
-        optimizers.append(_NormRecordingAdam(optimizer._learning_rate, global_clipnorm=optimizer.global_clipnorm))
+        optimizers.append(NormRecordingAdam(optimizer._learning_rate, global_clipnorm=optimizer.global_clipnorm))
         return optimizers[-1]
 
     _finetune._optimizer_without_recording, _finetune._optimizer = _finetune._optimizer, recording_optimizer

@@ -29,8 +29,8 @@ images outputs almost one-hot targets on them; on mixed images its outputs say
 more than the labels do.
 
 With ``reparameterize`` the separable layers train with a BatchNorm after each
-step, started on the first `STATISTICS_IMAGES` training images and folded into
-their kernels afterwards (`_reparameterize`).
+step, started on the calmest of the first training batches and folded into their
+kernels afterwards (`_reparameterize`).
 
 By default the student's BatchNorm layers stay in inference mode, their
 statistics and scales frozen (`freeze_batch_norm`): reconstruction fitted each
@@ -213,17 +213,17 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
             batches as they come.
         reparameterize: train every top-level separable layer with a
             BatchNorm after its depthwise and its pointwise step, each
-            starting as the identity on `train`'s first `STATISTICS_IMAGES`
-            images (the statistics of one batch can be far from the
-            data's), and fold them
+            starting as the identity: per channel, the statistics of the
+            calmest of `train`'s first batches (`STATISTICS_IMAGES`
+            images; `_reparameterize._statistics` says why), and fold them
             into its kernels and bias afterwards (`_reparameterize`): the
             model keeps its shape and parameter count. `train` must be a
             `keras.utils.PyDataset` or re-iterable (a `tf.data.Dataset`).
         clip_norm: None, or > 0: each update's gradients are scaled down
             together to a global norm of at most this (Adam's
             `global_clipnorm`). Adam divides each gradient by its running
-            scale, so clipping acts only on outlier batches: one such batch
-            can otherwise swell the running averages and derail the epoch.
+            scale, so a `clip_norm` above the usual norms acts on outlier
+            batches only, which could otherwise swell those averages.
 
     Returns:
         `{metric: [value per epoch]}` (`loss`, `accuracy`, and `val_*`).
