@@ -666,15 +666,16 @@ def test_reparameterized_layers_start_as_the_identity_and_fold_exactly(rank, opt
     assert model.count_params() == params and model.get_layer("sep1").normalization is None
 
 
-def test_reparameterized_batch_norms_start_on_each_channels_calmest_batch(rng):
+@pytest.mark.parametrize("batch_size", [128, 100])
+def test_reparameterized_batch_norms_start_on_each_channels_calmest_batch(batch_size, rng):
     # reference: Keras' DepthwiseConv2D and a numpy pointwise product, each batch's moments by numpy,
-    # per channel those of the batch (of 128, 128 and 44 images) with the least variance
+    # per channel those of the batch (of 128, 128 and 44 images, or 3 of 100) with the least variance
     from sepconv.convert._reparameterize import with_batch_norm
 
     model = separable_chain(2, rng)
     images = rng.normal(size=(300, 8, 8, 3)).astype("float32")
     images[:128] *= 5.0  # a first batch unlike the rest
-    _, layers = with_batch_norm(model, images)
+    _, layers = with_batch_norm(model, images, batch_size)
     (copy,) = [copy for copy in layers if copy.name == "sep1"]
     layer = model.get_layer("sep1")
     depthwise = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)
@@ -683,7 +684,7 @@ def test_reparameterized_batch_norms_start_on_each_channels_calmest_batch(rng):
     middle = numpy(depthwise(images)).astype("float64")
     output = middle @ numpy(layer.pointwise_kernel)[0, 0] + numpy(layer.bias)
     for norm, x in ((copy.depthwise_norm, middle), (copy.norm, output)):
-        batches = [x[:128], x[128:256], x[256:]]
+        batches = [x[start : start + batch_size] for start in range(0, len(x), batch_size)]
         means, variances = (np.array([getattr(b, f)(axis=(0, 1, 2)) for b in batches]) for f in ("mean", "var"))
         calmest = variances.argmin(axis=0)
         mean, variance = (a[calmest, np.arange(a.shape[1])] for a in (means, variances))
@@ -700,9 +701,11 @@ def test_reparameterize_reads_the_first_batches_up_to_the_count(rng):
     images = rng.integers(0, 256, size=(64, 4, 4, 3), dtype=np.uint8)
     train = Batches(images, np.zeros(64, "int32"), batch_size=16, shuffle=False)
     assert STATISTICS_IMAGES == 1024
-    np.testing.assert_array_equal(_first_images(train, count=40), np.concatenate([train[i][0] for i in range(3)]))
-    assert len(_first_images(train)) == 64  # fewer than the count: all of them
-    assert len(_first_images([train[0], train[1]], count=20)) == 32  # re-iterable
+    images, batch_size = _first_images(train, count=40)
+    np.testing.assert_array_equal(images, np.concatenate([train[i][0] for i in range(3)]))
+    assert batch_size == 16
+    assert len(_first_images(train)[0]) == 64  # fewer than the count: all of them
+    assert len(_first_images([train[0], train[1]], count=20)[0]) == 32  # re-iterable
 
 
 def test_reparameterize_needs_a_foldable_separable_layer(rng):
@@ -715,7 +718,8 @@ def test_reparameterize_needs_a_foldable_separable_layer(rng):
     with pytest.raises(ValueError, match=message):
         with_batch_norm(model, np.zeros((2, 8, 8, 3), "float32"))
     train = iter([(np.zeros((2, 8, 8, 3), "float32"), np.zeros(2, "int32"))])
-    with pytest.raises(ValueError, match=r"^reparameterize reads the first batches .* Received: train of type list_iterator$"):
+    message = r"^reparameterize reads the first batches .* Received: train of type list_iterator$"
+    with pytest.raises(ValueError, match=message):
         finetune(separable_chain(2, rng), train, reparameterize=True)
 
 

@@ -146,8 +146,8 @@ def add_parser(subparsers):
         default=None,
         type=_float_flag("--clip-norm", _positive_number),
         metavar="C",
-        help="scale each fine-tuning update's gradients together to a global norm of at most C, so one outlier "
-        "batch cannot derail the epoch (default: no clipping)",
+        help="scale each fine-tuning update's gradients together to a global norm of at most C (default: no "
+        "clipping)",
     )
     parser.add_argument(
         "--temperature",

@@ -245,7 +245,7 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
     reparameterize = _validation.boolean(reparameterize, "reparameterize")
     with _frozen_batch_norm(model, _validation.boolean(freeze_batch_norm, "freeze_batch_norm")):
         # the normed copy shares every other layer with `model`, so those train in place (and stay frozen)
-        trained, normed = (with_batch_norm(model, _first_images(train)) if reparameterize else (model, None))
+        trained, normed = (with_batch_norm(model, *_first_images(train)) if reparameterize else (model, None))
         history = _fit(trained, train, validation, epochs, optimizer, from_logits, verbose, teacher, temperature,
                        label_weight, feature_weight, mixup)  # fmt: skip
     if normed:
@@ -254,7 +254,7 @@ def finetune(model, train, validation=None, *, epochs=1, learning_rate=1e-4, fro
 
 
 def _first_images(train, count=STATISTICS_IMAGES):
-    """The images of `train`'s first batches, at least `count` of them (all, if it has fewer)."""
+    """The images of `train`'s first batches, at least `count` of them (all, if it has fewer), and its batch size."""
     if isinstance(train, keras.utils.PyDataset):
         batches = (train[i] for i in range(len(train)))
     else:
@@ -270,7 +270,7 @@ def _first_images(train, count=STATISTICS_IMAGES):
         seen += len(images[-1])
         if seen >= count:
             break
-    return np.concatenate(images)
+    return np.concatenate(images), len(images[0])
 
 
 def _fit(model, train, validation, epochs, optimizer, from_logits, verbose, teacher, temperature, label_weight,

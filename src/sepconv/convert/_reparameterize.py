@@ -51,11 +51,12 @@ def reparameterizable(layer):
     )
 
 
-def with_batch_norm(model, images):
+def with_batch_norm(model, images, batch_size=128):
     """A model computing what `model` does, its top-level separable layers normalized after each step.
 
-    Other layers are shared with `model`, not copied, so training the result trains them in
-    place. Returns `(normed model, {normed layer: layer of model})`.
+    Each BatchNorm starts on `images` seen in batches of `batch_size`, the training batch
+    (`_statistics`). Other layers are shared with `model`, not copied, so training the result
+    trains them in place. Returns `(normed model, {normed layer: layer of model})`.
 
     Raises:
         ValueError: when no top-level layer of `model` is `reparameterizable`.
@@ -66,7 +67,7 @@ def with_batch_norm(model, images):
             "reparameterize needs DepthwiseSeparableConv1D/2D layers at the top level of the model with a bias "
             f"and no normalization of their own. Received: model={model.name}"
         )
-    statistics = _statistics(model, layers, images)
+    statistics = _statistics(model, layers, images, batch_size)
     copies = {}
 
     def clone(layer):
@@ -99,7 +100,7 @@ def _statistics(model, layers, images, batch_size=128):
     normalizes each batch by its own statistics, then scales it by the starting ones, so a
     BatchNorm started from one batch is the identity on that batch only. In a network without
     normalization a few images can carry most of a channel's variance (in the rank-1 tutorial
-    VGG's last layers, batches with 38x the median batch's standard deviation are common). A
+    VGG's last layer one batch in ten has 38x the typical batch's standard deviation or more). A
     start from such a batch, or from moments pooled over it, amplifies the channel on every
     other batch, and derailed a distillation epoch (README); a start from the calmest batch errs
     the other way, damping the channel on the outlier batches only.
