@@ -405,6 +405,62 @@ def test_resume_keeps_the_weight_average_decay_exclusions_and_cutout(tmp_path, m
     assert result.models["vgg"]["test_accuracy_tta"] == pytest.approx(reference.models["vgg"]["test_accuracy_tta"])
 
 
+def test_weight_average_is_validated_and_saved_but_never_trained_on(tmp_path, monkeypatch):
+    """One step per epoch: the trained weights follow those of a run without the average, and
+    `best.keras`, `final.keras` and validation hold an average recomputed here in numpy."""
+    data = synthetic_cifar10()
+    options = dict(epochs=3, batch_size=48, optimizer="sgd", lr=0.01)  # 48 training images: one step
+    momentum = 0.6
+    trained = {}
+    original = EpochLog.on_epoch_end
+
+    def record(self, epoch, logs=None):  # after validation: the model must hold its trained weights again
+        trained.setdefault(self.model_name, []).append(
+            [keras.ops.convert_to_numpy(v) for v in self.model.trainable_variables]
+        )
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(EpochLog, "on_epoch_end", record)
+    plain = train("vgg", tiny_config(**options), out=str(tmp_path / "plain"), quiet=True, data=data, report=False)
+    without, trained = trained.pop("vgg"), {}
+    folder = tmp_path / "averaged"
+    config = tiny_config(**options, ema_momentum=momentum)
+    averaged = train("vgg", config, out=str(folder), quiet=True, data=data, report=False)
+    steps = trained["vgg"]
+    for step, reference in zip(steps, without, strict=True):
+        for weight, expected in zip(step, reference, strict=True):
+            np.testing.assert_allclose(weight, expected, rtol=1e-5, atol=1e-6)
+    assert [r["loss"] for r in averaged.history["vgg"]] == pytest.approx([r["loss"] for r in plain.history["vgg"]])
+
+    averages = [steps[0]]  # Keras starts the average at the weights after the first step
+    for step in steps[1:]:
+        averages.append([momentum * a + (1 - momentum) * w for a, w in zip(averages[-1], step)])
+
+    def weights(file):
+        model = keras.saving.load_model(str(folder / "vgg" / file))
+        return model, [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+
+    state = _run_folder.read_json(str(folder / "vgg" / "state.json"))
+    final, final_weights = weights("final.keras")
+    _, best_weights = weights("best.keras")
+    for file_weights, expected in [(final_weights, averages[-1]), (best_weights, averages[state["best_epoch"] - 1])]:
+        for weight, average in zip(file_weights, expected, strict=True):
+            np.testing.assert_allclose(weight, average, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(final_weights[0], steps[-1][0], rtol=1e-3)  # the average is not the last step
+    validation = Batches(data.x_test, data.y_test, batch_size=48, shuffle=False)  # validation="test"
+    loss = final.evaluate(validation, verbose=0, return_dict=True)["loss"]
+    assert averaged.history["vgg"][-1]["val_loss"] == pytest.approx(loss, rel=1e-4)
+
+
+def test_weight_average_needs_one_process(tmp_path):
+    distribution = DistributionConfig(coordinator="127.0.0.1:1", num_processes=2, process_id=0)
+    with pytest.raises(ValueError, match=r"^ema_momentum needs one process .*Received: ema_momentum=0\.5, "
+                       r"num_processes=2$"):  # fmt: skip
+        train("vgg", tiny_config(ema_momentum=0.5), out=str(tmp_path / "run"), data=synthetic_cifar10(),
+              distribution=distribution)  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("name, params, features", [("dsc_resnet10", 190_922, 256), ("dsc_resnet9", 767_370, 512)])
 def test_fast_recipe_smoke_run_is_deterministic(tmp_path, name, params, features):
     """A model with every option of the fast recipe (and cutout, weight EMA) on tiny data, twice."""

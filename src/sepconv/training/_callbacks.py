@@ -77,6 +77,26 @@ class EpochLog(keras.callbacks.Callback):
         )
 
 
+class WeightAverage(keras.callbacks.SwapEMAWeights):
+    """Validation and the saved models see the optimizer's moving average of the weights
+    (`use_ema=True`); training never does.
+
+    Keras' callback swaps the average into the model for each evaluation and back after it;
+    `swapped()` does the same around any block (`Checkpoint` saves `best.keras` in one).
+    Writing the average into the trained weights every epoch instead restarted each epoch
+    from weights lagging the schedule: 0.708 held-out accuracy against 0.840 without the
+    average (`dsc_resnet9_half`, fast recipe, 12 minutes, momentum 0.999).
+    """
+
+    @contextlib.contextmanager
+    def swapped(self):
+        self.on_test_begin()
+        try:
+            yield
+        finally:
+            self.on_test_end()
+
+
 class Checkpoint(keras.callbacks.Callback):
     """After every epoch: saves the model, keeps the best one, then records the state.
 
@@ -86,10 +106,12 @@ class Checkpoint(keras.callbacks.Callback):
     files it names and the previous checkpoint is deleted only after that, so at every
     instant `state.json` describes files that exist. `on_saved()` is called last.
     With `writer=False` (processes other than 0 of a distributed run) only the state in
-    memory is updated; `saving()` is the context the model is saved in.
+    memory is updated; `saving()` is the context the model is saved in. With a
+    `WeightAverage`, `best.keras` holds the averaged weights, which validation measured,
+    and `epoch-NNN.keras` the trained ones, with the average in the optimizer, to resume.
     """
 
-    def __init__(self, folder, log, state, on_saved=None, writer=True, saving=contextlib.nullcontext):
+    def __init__(self, folder, log, state, on_saved=None, writer=True, saving=contextlib.nullcontext, average=None):
         super().__init__()
         self.folder = folder
         self.log = log
@@ -97,6 +119,7 @@ class Checkpoint(keras.callbacks.Callback):
         self.on_saved = on_saved
         self.writer = writer
         self.saving = saving
+        self.average = average
 
     def on_epoch_end(self, epoch, logs=None):
         row = self.log.rows[-1]
@@ -110,8 +133,11 @@ class Checkpoint(keras.callbacks.Callback):
             return
         with self.saving():
             save_model(self.model, os.path.join(self.folder, name))
-        if best:
+        if best and self.average is None:
             layout.copy_file(os.path.join(self.folder, name), os.path.join(self.folder, layout.BEST))
+        elif best:
+            with self.saving(), self.average.swapped():
+                save_model(self.model, os.path.join(self.folder, layout.BEST))
         layout.write_json(os.path.join(self.folder, layout.STATE), self.state)
         if previous and previous != name:
             os.remove(os.path.join(self.folder, previous))

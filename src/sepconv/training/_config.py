@@ -164,8 +164,8 @@ class TrainConfig:
     augment: bool = option(False, "random 4-pixel-padded crops and horizontal flips", check=_validation.boolean)
     cutout: int = option(0, "side of a square zeroed at a random place of each training image (0: off)",
                          check=_validation.non_negative_int, parse=_int, metavar="N")  # fmt: skip
-    ema_momentum: float = option(0.0, "keep a moving average of the weights with this momentum and train, "
-                                 "validate and save from it at each epoch's end (0: off)",
+    ema_momentum: float = option(0.0, "keep a moving average of the weights with this momentum: validation, "
+                                 "best.keras and final.keras use it, training never does (0: off)",
                                  check=in_range(low=0.0, high=1.0, high_open=True), parse=_float,
                                  metavar="X")  # fmt: skip
     no_decay: tuple = option(("norm", "bias"), "weights that weight decay leaves alone: norm (BatchNorm scale "

@@ -75,7 +75,7 @@ def compare(model_names=DEFAULT_MODELS, config=None, *, out=None, quiet=False, d
         raise ValueError(f"model_names must be distinct model names, at least one. Received: model_names={names}")
     for name in names:
         check_model_name(name, argument="model")
-    _check_budget(config, distribution)
+    _check_distributed_options(config, distribution)
     placement = start_distribution(distribution, config.batch_size)
     folder = layout.check_new_folder(out or layout.default_folder(names, now=placement.start_time()))
     placement.barrier("run folder checked")  # before process 0 writes into it
@@ -112,7 +112,7 @@ def resume(folder, *, quiet=False, data=None, report=True, distribution=None):
         raise FileNotFoundError(f"resume needs a run folder holding config.json. Received: resume={folder!r}")
     record = layout.read_json(record_path)
     config = TrainConfig.from_dict(record["config"])
-    _check_budget(config, distribution)
+    _check_distributed_options(config, distribution)
     placement = start_distribution(distribution, config.batch_size)
     splits = _splits(config, data, quiet)
     fingerprint = _describe(splits)["fingerprint"]
@@ -128,11 +128,17 @@ def resume(folder, *, quiet=False, data=None, report=True, distribution=None):
     return _train_all(folder, record["models"], config, splits, quiet, report, placement, budgets)
 
 
-def _check_budget(config, distribution):
+def _check_distributed_options(config, distribution):
     if config.time_budget and distribution is not None and distribution.enabled:
         raise ValueError(
             "time_budget needs one process without keras.distribution (each process would measure its own "
             f"step time). Received: time_budget={config.time_budget}, devices={distribution.devices}, "
+            f"num_processes={distribution.num_processes}"
+        )
+    if config.ema_momentum and distribution is not None and distribution.multi_process:
+        raise ValueError(
+            "ema_momentum needs one process (Keras swaps the weight average in by fetching each weight to the "
+            f"host, which a multi-process array forbids). Received: ema_momentum={config.ema_momentum}, "
             f"num_processes={distribution.num_processes}"
         )
 

@@ -7,10 +7,11 @@ import os
 
 import keras
 
+from sepconv._atomic import save_model
 from sepconv import _run_folder as layout
 from sepconv._schedules import warmup_cosine
 from sepconv.losses import SparseCrossentropy
-from sepconv.training._callbacks import Checkpoint, DataEpoch, EpochLog, TimeBudget
+from sepconv.training._callbacks import Checkpoint, DataEpoch, EpochLog, TimeBudget, WeightAverage
 from sepconv.training._distribution import SINGLE
 from sepconv.training._epoch_display import EpochLines, RichProgress
 
@@ -21,13 +22,9 @@ def make_optimizer(config, steps_per_epoch):
         warmup = round(config.warmup_epochs * steps_per_epoch)
         lr = warmup_cosine(config.lr, config.epochs * steps_per_epoch, warmup)
     decay = config.weight_decay or None
-    # Keras replaces the weights by their average every `ema_overwrite_frequency` steps:
-    # once per epoch, so validation, checkpoints and the rest of training use the average.
-    ema = (
-        dict(use_ema=True, ema_momentum=config.ema_momentum, ema_overwrite_frequency=steps_per_epoch)
-        if config.ema_momentum
-        else {}
-    )
+    # The average never replaces the weights being trained (`ema_overwrite_frequency` unset):
+    # `WeightAverage` swaps it in to validate and save, and `fit` writes it in at its end.
+    ema = dict(use_ema=True, ema_momentum=config.ema_momentum) if config.ema_momentum else {}
     if config.optimizer == "adam":
         optimizer = keras.optimizers.Adam(lr, weight_decay=decay, **ema)
     elif config.optimizer == "adamw":
@@ -159,8 +156,10 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
     images = getattr(train, "images_per_epoch", len(splits.y_train))  # all processes together
     log = EpochLog(name, images, rows=state.get("history", ()))
     display = EpochLines(label, log, config.epochs) if quiet else RichProgress(label, log, config.epochs, done)
-    checkpoint = Checkpoint(folder, log, state, on_saved, writer=placement.writer, saving=placement.saving)
-    callbacks = [DataEpoch(train), log, checkpoint, display]
+    average = WeightAverage() if config.ema_momentum else None
+    checkpoint = Checkpoint(folder, log, state, on_saved, writer=placement.writer, saving=placement.saving,
+                            average=average)  # fmt: skip
+    callbacks = [DataEpoch(train), log, checkpoint, display] + ([average] if average else [])
     if config.time_budget:  # before the checkpoint, which saves the plan with the epoch
         epoch_s = state["budget_step_s"] * len(train) if "budget_step_s" in state else None
         callbacks.insert(2, TimeBudget(config.time_budget, state, len(train), epoch_s, display.set_epochs))
@@ -178,8 +177,11 @@ def fit_model(name, splits, config, folder, *, quiet=False, label=None, on_saved
         display.close()
 
     last = os.path.join(folder, state["checkpoint"])
-    if placement.writer:
+    if placement.writer and average is None:
         layout.copy_file(last, os.path.join(folder, layout.FINAL))
+    elif placement.writer:  # `fit` ends by writing the average into the model; the checkpoint has the raw weights
+        with placement.saving():
+            save_model(model, os.path.join(folder, layout.FINAL))
     if test_data:
         placement.barrier(f"{name}: best.keras written")  # every process evaluates process 0's file
         best = placement.load_model(os.path.join(folder, layout.BEST), config.seed)
