@@ -44,10 +44,11 @@ def synthetic(train_per_class=40, test_per_class=8, size=8):
     return Cifar10(*split(train_per_class), *split(test_per_class), CLASSES, "synthetic test data")
 
 
-def config():
+def config(**overrides):
     from sepconv.training import make_config
 
-    return make_config("tutorial", epochs=EPOCHS, batch_size=16, validation=0.2, model_kwargs=TINY, cutout=2, tta=True)
+    values = dict(epochs=EPOCHS, batch_size=16, validation=0.2, model_kwargs=TINY, cutout=2, tta=True)
+    return make_config("tutorial", **{**values, **overrides})
 
 
 def record_batches(seen):
@@ -110,9 +111,15 @@ def train(spec):
     data = synthetic()
     if spec.get("layers"):
         result["layers"] = layers(spec)
-    if spec.get("reference"):
-        run = compare(["vgg_separable"], config(), out=spec["reference"], quiet=True, data=data, report=False)
-        result["reference"] = {"history": run.history, "models": run.models, "seen": list(seen)}
+    # One-device runs: "reference" with the default config (the processes' runs are held to it),
+    # "reference_with_config" with this launch's overrides (its own run is held to that one).
+    references = {"reference": {}, "reference_with_config": spec.get("config")}
+    for key, overrides in references.items() if spec.get("reference") else ():
+        if overrides is None:
+            continue
+        run = compare(["vgg_separable"], config(**overrides), out=f"{spec['reference']}-{key}", quiet=True,
+                      data=data, report=False)  # fmt: skip
+        result[key] = {"history": run.history, "models": run.models, "seen": list(seen)}
         seen.clear()
     if spec.get("cli_errors"):
         result["cli_errors"] = [cli_error(argv) for argv in spec["cli_errors"]]
@@ -122,8 +129,8 @@ def train(spec):
         run = resume(spec["folder"], quiet=True, data=data, report=False, distribution=distribution)
     else:
         run = compare(
-            ["vgg_separable"], config(), out=spec["folder"], quiet=True, data=data, report=False,
-            distribution=distribution,
+            ["vgg_separable"], config(**spec.get("config", {})), out=spec["folder"], quiet=True, data=data,
+            report=False, distribution=distribution,
         )  # fmt: skip
     result.update(history=run.history, models=run.models, seen=seen, writes=writes)
     return result

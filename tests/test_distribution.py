@@ -6,7 +6,8 @@ every backend. Runs on several devices need JAX started with
 run in subprocesses (`distributed_worker.py`), JAX whatever this process's backend, and
 are marked slow (run once, in the TensorFlow round of `make test`):
 
-* one process, two virtual CPU devices, against a one-device run (the reference);
+* one process, two virtual CPU devices, with the weight average, against a one-device run
+  with it (the reference);
 * two processes over 127.0.0.1, one device each; process 1 is killed with SIGKILL in the
   middle of epoch 2, process 0 must stop by itself, and `resume` on both processes
   finishes the run.
@@ -246,7 +247,7 @@ def runs(tmp_path_factory):
     devices = _launch(
         dict(
             mode="train", layers=True, out=str(root / "devices.json"), reference=str(root / "reference"),
-            folder=str(root / "two-devices"), distribution=dict(devices=2),
+            folder=str(root / "two-devices"), distribution=dict(devices=2), config=dict(ema_momentum=0.5),
             cli_errors=[["train", "vgg_separable", "--devices", "2", "--batch-size", "15"]],
         ),
         devices=2, log=logs["devices"],
@@ -315,8 +316,9 @@ def test_layers_on_batch_sharded_inputs_and_layout_map(runs):
 
 @pytest.mark.slow
 def test_two_devices_train_as_one(runs):
+    """With the weight average: validated and tested on both devices' shares as on one device."""
     result = runs["devices"]
-    reference = result["reference"]
+    reference = result["reference_with_config"]
     assert len(reference["history"]["vgg_separable"]) == 2
     np.testing.assert_allclose(_curve(result["history"]), _curve(reference["history"]), rtol=RTOL)
     # One process feeds both devices: the same global batches as the one-device run.
