@@ -260,6 +260,47 @@ def test_cutout_zeroes_one_clipped_square_per_image_after_normalization():
     assert len({tuple(np.argwhere(m)[0]) for m in zeroed}) > 30  # and move
 
 
+def _mixing_weight(labels, targets):
+    """The weight of a mixed batch's own images, read off a target whose two labels differ."""
+    i = np.nonzero(labels != labels[::-1])[0][0]
+    return targets[i, labels[i]]
+
+
+def test_mixup_mixes_each_batch_with_its_reverse_and_the_targets_alike():
+    """Against the same batches unmixed: image and target i are lam * own + (1 - lam) * those of n - 1 - i."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(1600, 8, 8, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, size=1600)
+    kwargs = dict(batch_size=8, augment=True, cutout=4, seed=3)
+    plain, mixed = Batches(x, y, **kwargs), Batches(x, y, mixup=1.0, num_classes=10, **kwargs)
+    weights = []
+    for index in range(len(plain)):
+        (images, labels), (mixed_images, targets) = plain[index], mixed[index]
+        lam = _mixing_weight(labels, targets)
+        one_hot = np.eye(10)[labels]
+        np.testing.assert_allclose(targets, lam * one_hot + (1 - lam) * one_hot[::-1], atol=1e-6)
+        np.testing.assert_allclose(mixed_images, lam * images + (1 - lam) * images[::-1], atol=1e-5)
+        assert targets.dtype == mixed_images.dtype == np.float32
+        weights.append(lam)
+    # Beta(1, 1) is uniform on (0, 1): mean 1/2, standard deviation 0.2887; 200 draws.
+    assert abs(np.mean(weights) - 0.5) < 0.06 and abs(np.std(weights) - 0.2887) < 0.04
+    assert np.mean(np.abs(np.asarray(weights) - 0.5) > 0.45) < 0.2  # not U-shaped like Beta(0.2, 0.2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(mixup=0.2), r"^mixup needs num_classes, the length of its targets\. Received: mixup=0\.2, num_classes=None$"),
+        (dict(mixup=-1.0, num_classes=10), r"^mixup must be a number in \[0, inf\)\. Received: mixup=-1\.0$"),
+        (dict(mixup=0.2, num_classes=3), r"^num_classes must exceed every label \(largest: 9\)\. Received: num_classes=3$"),
+    ],
+)
+def test_mixup_errors(kwargs, message):
+    x, y = np.zeros((10, 4, 4, 3), np.uint8), np.arange(10)
+    with pytest.raises(ValueError, match=message):
+        Batches(x, y, **kwargs)
+
+
 def _candidates(image):
     """All 81 crops of the 4-pixel zero-padded image, each unflipped and flipped."""
     padded = np.pad(image, ((4, 4), (4, 4), (0, 0)))
@@ -364,15 +405,17 @@ def test_fit_with_the_same_data_seed_trains_identically():
     assert not all(np.array_equal(a, c) for a, c in zip(first, other))
 
 
-@pytest.mark.parametrize("augment, cutout", [(False, 0), (True, 0), (True, 8), (False, 5)])
+@pytest.mark.parametrize("augment, cutout, mixup", [(False, 0, 0), (True, 0, 0), (True, 8, 0), (False, 5, 0),
+                                                    (True, 8, 0.4)])  # fmt: skip
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-def test_tf_dataset_gives_the_same_batches(augment, cutout, data_format):
+def test_tf_dataset_gives_the_same_batches(augment, cutout, mixup, data_format):
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the native tf.data pipeline is TensorFlow's")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(70, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 10, size=70)
-    batches = Batches(x, y, batch_size=32, augment=augment, cutout=cutout, seed=3, data_format=data_format)
+    batches = Batches(x, y, batch_size=32, augment=augment, cutout=cutout, mixup=mixup, num_classes=10, seed=3,
+                      data_format=data_format)  # fmt: skip
     dataset = batches.tf_dataset()
     for _ in range(2):  # each pass reads the epoch the Batches is at, as fit does
         got = list(dataset)

@@ -127,6 +127,23 @@ def test_sharded_batches_split_each_global_batch(augment, cutout, n):
         assert len(set(labels)) == len(labels) == 24 + cut  # no image twice in an epoch
 
 
+@pytest.mark.parametrize("shard", [0, 1])
+def test_sharded_batches_mix_each_share_with_its_own_reverse(shard):
+    """With mixup a process mixes only its share, with the global batch's weight."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(32, 6, 6, 3), dtype=np.uint8)
+    y = np.arange(32) % 10
+    kwargs = dict(batch_size=8, augment=True, cutout=3, seed=3, shard=shard, shards=2, multiple=2)
+    plain, mixed = ShardedBatches(x, y, **kwargs), ShardedBatches(x, y, mixup=0.5, num_classes=10, **kwargs)
+    whole = Batches(x, y, batch_size=8, augment=True, cutout=3, seed=3, mixup=0.5, num_classes=10)
+    for index in range(len(plain)):
+        (images, labels), (mixed_images, targets) = plain[index], mixed[index]
+        lam = whole._plan(index)[3]
+        one_hot = np.eye(10)[labels]
+        np.testing.assert_allclose(targets, lam * one_hot + (1 - lam) * one_hot[::-1], atol=1e-6)
+        np.testing.assert_allclose(mixed_images, lam * images + (1 - lam) * images[::-1], atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

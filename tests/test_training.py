@@ -29,6 +29,8 @@ from sepconv.training import _epoch_display, _loop
 from sepconv._schedules import warmup_cosine
 from sepconv.training import _callbacks
 from sepconv.training._callbacks import DataEpoch, EpochLog, TimeBudget
+from sepconv.losses import SparseCrossentropy
+from sepconv.metrics import Accuracy
 
 TINY = {"blocks": ((4, 1),)}
 CLASSES = ("red", "green", "blue")
@@ -84,7 +86,7 @@ def test_recipes_presets_and_overrides():
 
 def test_config_survives_json():
     config = tiny_config(validation=0.25, seed=3, no_decay=("bias", "depthwise"), cutout=8, ema_momentum=0.99,
-                         time_budget=12.5)  # fmt: skip
+                         time_budget=12.5, mixup=0.2)  # fmt: skip
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert TrainConfig(no_decay="bias").no_decay == ("bias",)
     older = {k: v for k, v in config.to_dict().items() if k != "no_decay"}  # a run from before the option
@@ -102,6 +104,7 @@ def test_config_survives_json():
         (dict(label_smoothing=1.0), ValueError, r"Received: label_smoothing=1\.0$"),
         (dict(optimizer="adma"), ValueError, r"Did you mean 'adam', 'adamw'\? Received: optimizer='adma'$"),
         (dict(cutout=-1), ValueError, r"^cutout must be non-negative\. Received: cutout=-1$"),
+        (dict(mixup=-0.5), ValueError, r"^mixup must be a number in \[0, inf\)\. Received: mixup=-0\.5$"),
         (dict(tta_shift=1), ValueError, r"^tta_shift needs tta=True\. Received: tta_shift=1, tta=False$"),
         (dict(time_budget=0), ValueError, r"^time_budget must be a number in \(0, inf\)\. Received: time_budget=0$"),
         (dict(ema_momentum=1.0), ValueError, r"^ema_momentum must be a number in \[0, 1\)\. Received: ema_momentum=1\.0$"),
@@ -463,9 +466,10 @@ def test_weight_average_needs_one_process(tmp_path):
 
 @pytest.mark.parametrize("name, params, features", [("dsc_resnet10", 190_922, 256), ("dsc_resnet9", 767_370, 512)])
 def test_fast_recipe_smoke_run_is_deterministic(tmp_path, name, params, features):
-    """A model with every option of the fast recipe (and cutout, weight EMA) on tiny data, twice."""
+    """A model with every option of the fast recipe (and cutout, mixup, weight EMA) on tiny data, twice."""
     data = synthetic_cifar10(train_per_class=16, test_per_class=4)
-    config = make_config("fast", epochs=2, batch_size=16, warmup_epochs=0.5, cutout=8, ema_momentum=0.9, tta_shift=1)
+    config = make_config("fast", epochs=2, batch_size=16, warmup_epochs=0.5, cutout=8, mixup=0.2, ema_momentum=0.9,
+                         tta_shift=1)  # fmt: skip
     runs = [train(name, config, out=str(tmp_path / f"run{i}"), quiet=True, data=data, report=False)
             for i in range(2)]  # fmt: skip
     first, second = (run.history[name] for run in runs)
@@ -561,6 +565,26 @@ def test_resume_refuses_other_steps_per_epoch(tmp_path, monkeypatch):
     _run_folder.write_json(path, {**state, "steps_per_epoch": 4})
     with pytest.raises(ValueError, match=r"^vgg took 4 steps per epoch and would take 3 on 1 device\(s\) .*Received: devices=1$"):
         resume(folder, quiet=True, data=data, report=False)
+
+
+def test_loss_and_accuracy_take_integer_labels_or_mixed_targets():
+    """Against numpy: smoothed cross-entropy and top-1 agreement, for labels and for mixup's targets."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 4))
+    probs = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype("float32")
+    labels, others, lam = np.array([0, 1, 2, 3, 1, 2]), np.array([3, 1, 0, 2, 2, 1]), 0.3
+    one_hot = np.eye(4)[labels]
+    targets = (lam * one_hot + (1 - lam) * np.eye(4)[others]).astype("float32")
+    loss = SparseCrossentropy(label_smoothing=0.1)
+    for y_true, target in [(labels, one_hot), (targets, targets)]:
+        expected = np.mean(-np.sum((0.9 * target + 0.1 / 4) * np.log(probs), axis=1))
+        assert float(loss(y_true, probs)) == pytest.approx(expected, rel=1e-5)
+    predicted = probs.argmax(axis=1)
+    for y_true, label in [(labels, labels), (targets, targets.argmax(axis=1))]:
+        metric = Accuracy()
+        metric.update_state(y_true, probs)
+        assert float(metric.result()) == pytest.approx(np.mean(predicted == label))
+    assert Accuracy.from_config(Accuracy().get_config()).name == "accuracy"
 
 
 def test_a_saved_run_model_loads_after_import_sepconv_alone(tmp_path):

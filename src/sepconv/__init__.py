@@ -1,10 +1,10 @@
 """sepconv: depthwise separable convolutions made practical, for Keras 3.
 
-Importing the package registers its layers and losses with Keras, so `.keras`
+Importing the package registers its layers, losses and metrics with Keras, so `.keras`
 files that use them load with `keras.saving.load_model` after `import sepconv`.
 """
 
-from sepconv import analysis, kernels, layers, losses, models
+from sepconv import analysis, kernels, layers, losses, metrics, models
 from sepconv.layers import (
     DepthwiseConv3D,
     DepthwiseSeparableConv1D,
@@ -24,5 +24,6 @@ __all__ = [
     "kernels",
     "layers",
     "losses",
+    "metrics",
     "models",
 ]

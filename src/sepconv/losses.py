@@ -5,9 +5,11 @@ import keras
 
 @keras.saving.register_keras_serializable(package="sepconv")
 class SparseCrossentropy(keras.losses.Loss):
-    """Cross-entropy of integer labels and predicted probabilities, with label smoothing.
+    """Cross-entropy of integer labels (or of targets, e.g. mixup's) and predicted probabilities,
+    with label smoothing.
 
-    The target of label `y` is `(1 - label_smoothing) * one_hot(y) + label_smoothing / K`
+    Targets with one entry per class `(n, classes)` are taken as they are, then smoothed;
+    the target of integer label `y` is `(1 - label_smoothing) * one_hot(y) + label_smoothing / K`
     for `K` classes (Szegedy et al. 2016, arXiv:1512.00567, Sec. 7), as in
     `keras.losses.CategoricalCrossentropy(label_smoothing=...)`, which needs one-hot labels.
     """
@@ -17,6 +19,9 @@ class SparseCrossentropy(keras.losses.Loss):
         self.label_smoothing = label_smoothing
 
     def call(self, y_true, y_pred):
+        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] != 1:  # targets, one entry per class
+            targets = keras.ops.cast(y_true, y_pred.dtype)
+            return keras.losses.categorical_crossentropy(targets, y_pred, label_smoothing=self.label_smoothing)
         labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
         one_hot = keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1], dtype=y_pred.dtype)
         return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)

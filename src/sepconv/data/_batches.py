@@ -5,7 +5,7 @@ import math
 import keras
 import numpy as np
 
-from sepconv._validation import choice, non_negative_int, positive_int
+from sepconv._validation import choice, non_negative_int, number, optional, positive_int
 
 # Per-channel (R, G, B) mean and standard deviation of the 50,000 official CIFAR-10
 # training images, pixel values scaled to [0, 1], the deviation taken over all pixels of
@@ -25,8 +25,13 @@ class Batches(keras.utils.PyDataset):
     1/2, drawn from `(seed, epoch, batch index)`; with `cutout=s` a square of side `s`
     centred uniformly in the image (clipped at its borders) is then set to zero after
     normalization, i.e. to the mean pixel (DeVries & Taylor 2017, arXiv:1708.04552),
-    drawn from the same generator. Same arguments, same batches, on any
-    backend and in any access order, so two models compared see identical data.
+    drawn from the same generator. With `mixup=a`, each batch is then mixed with itself in
+    reverse order, `lam * images + (1 - lam) * images[::-1]` with one `lam ~ Beta(a, a)` per
+    batch from the same generator (Zhang et al. 2017, arXiv:1710.09412; the batch order is
+    already random, so its reverse is a random pairing), and the labels become the targets
+    `lam * one_hot(labels) + (1 - lam) * one_hot(labels[::-1])`, float32 `(n, num_classes)`.
+    Same arguments, same batches, on any backend and in any access order, so two models
+    compared see identical data.
 
     `on_epoch_end()` moves to the next epoch. `fit` calls it after each epoch and once
     before the first (after peeking at one batch), so `fit(epochs=2)` trains on epochs
@@ -42,6 +47,8 @@ class Batches(keras.utils.PyDataset):
         shuffle: draw a new order each epoch; False keeps the given order.
         augment: random crop with 4-pixel zero padding and horizontal flip.
         cutout: side of the square cut out of each image; 0 for none.
+        mixup: `a` of the Beta distribution of the mixing weight; 0 for no mixing.
+        num_classes: length of the mixed targets; required with `mixup`.
         seed: non-negative int fixing order and augmentation.
         normalize: True standardizes each channel with `CIFAR10_MEAN` and `CIFAR10_STD`
             (padding pixels become `-mean / std`); False only scales pixels to [0, 1].
@@ -58,6 +65,8 @@ class Batches(keras.utils.PyDataset):
         shuffle=True,
         augment=False,
         cutout=0,
+        mixup=0.0,
+        num_classes=None,
         seed=0,
         normalize=True,
         data_format="channels_last",
@@ -84,6 +93,14 @@ class Batches(keras.utils.PyDataset):
         self.shuffle = bool(shuffle)
         self.augment = bool(augment)
         self.cutout = non_negative_int(cutout, "cutout")
+        self.mixup = number(mixup, "mixup", low=0.0)
+        self.num_classes = optional(positive_int)(num_classes, "num_classes")
+        if self.mixup and self.num_classes is None:
+            raise ValueError(f"mixup needs num_classes, the length of its targets. Received: mixup={mixup}, "
+                             "num_classes=None")
+        if self.mixup and y.max() >= self.num_classes:
+            raise ValueError(f"num_classes must exceed every label (largest: {y.max()}). "
+                             f"Received: num_classes={num_classes}")
         self.seed = int(seed)
         self.normalize = bool(normalize)
         self.data_format = choice(data_format, ("channels_last", "channels_first"), "data_format")
@@ -102,8 +119,8 @@ class Batches(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"batch index out of range [0, {len(self)}). Received: index={index}")
-        rows, crops, centers = self._plan(index)
-        images = self.x[rows]
+        rows, crops, centers, mix = self._plan(index)
+        images, labels = self.x[rows], self.y[rows]
         if crops is not None:
             images = crop_flip(images, *crops)
         # Two passes over the float batch (scale while converting, then shift in place).
@@ -111,22 +128,28 @@ class Batches(keras.utils.PyDataset):
         images += self._shift
         if centers is not None:
             cut_out(images, *centers, self.cutout)
+        if mix is not None:
+            images = mix * images + np.float32(1 - mix) * images[::-1]
+            one_hot = np.eye(self.num_classes, dtype=np.float32)[labels]
+            labels = mix * one_hot + np.float32(1 - mix) * one_hot[::-1]
         if self.data_format == "channels_first":
             images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-        return images, self.y[rows]
+        return images, labels
 
     def _plan(self, index):
-        """Rows of batch `index`, its crop offsets and flips, and its cutout centres (None when off)."""
+        """Rows of batch `index`, its crop offsets and flips, its cutout centres and its mixing
+        weight (each None when off)."""
         rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        if not (self.augment or self.cutout):
-            return rows, None, None
+        if not (self.augment or self.cutout or self.mixup):
+            return rows, None, None, None
         rng = np.random.default_rng((self.seed, self.epoch, index))
         crops = crop_flip_draws(len(rows), rng) if self.augment else None
         centers = None
         if self.cutout:
             height, width = self.x.shape[1:3]
             centers = (rng.integers(0, height, size=len(rows)), rng.integers(0, width, size=len(rows)))
-        return rows, crops, centers
+        mix = np.float32(rng.beta(self.mixup, self.mixup)) if self.mixup else None
+        return rows, crops, centers, mix
 
     def tf_dataset(self):
         """The same batches as a `tf.data.Dataset` whose pixel work runs in TensorFlow ops.
@@ -147,14 +170,15 @@ class Batches(keras.utils.PyDataset):
 
         def plans():
             for index in range(len(self)):
-                rows, crops, centers = self._plan(index)
+                rows, crops, centers, mix = self._plan(index)
                 zeros = np.zeros(len(rows), np.int64)
                 if crops is None:
                     crops = (zeros, zeros, np.zeros(len(rows), bool))
                 centers = (zeros, zeros) if centers is None else centers
-                yield (rows.astype(np.int64), *(np.asarray(c) for c in (*crops, *centers)))
+                mix = np.float32(1) if mix is None else mix
+                yield (rows.astype(np.int64), *(np.asarray(c) for c in (*crops, *centers)), mix)
 
-        def batch(rows, crop_rows, crop_cols, flips, center_rows, center_cols):
+        def batch(rows, crop_rows, crop_cols, flips, center_rows, center_cols, mix):
             x = tf.gather(images, rows)
             if self.augment:
                 x = tf.pad(x, [[0, 0], [_PAD, _PAD], [_PAD, _PAD], [0, 0]])
@@ -167,12 +191,18 @@ class Batches(keras.utils.PyDataset):
                 cut = (_inside(tf.range(height, dtype=tf.int64), center_rows, self.cutout)[:, :, None]
                        & _inside(tf.range(width, dtype=tf.int64), center_cols, self.cutout)[:, None, :])  # fmt: skip
                 x = x * tf.cast(~cut, tf.float32)[..., None]
+            y = tf.gather(labels, rows)
+            if self.mixup:
+                x = mix * x + (1 - mix) * tf.reverse(x, axis=[0])
+                one_hot = tf.one_hot(y, self.num_classes, dtype=tf.float32)
+                y = mix * one_hot + (1 - mix) * tf.reverse(one_hot, axis=[0])
             if self.data_format == "channels_first":
                 x = tf.transpose(x, (0, 3, 1, 2))
-            return x, tf.gather(labels, rows)
+            return x, y
 
         vector = tf.TensorSpec((None,), tf.int64)
-        signature = (vector, vector, vector, tf.TensorSpec((None,), tf.bool), vector, vector)
+        signature = (vector, vector, vector, tf.TensorSpec((None,), tf.bool), vector, vector,
+                     tf.TensorSpec((), tf.float32))  # fmt: skip
         dataset = tf.data.Dataset.from_generator(plans, output_signature=signature)
         # A known length: Keras stops at the last batch instead of calling one step past it
         # (which would still advance the optimizer's step count and its schedule).

@@ -13,7 +13,9 @@ class ShardedBatches(Batches):
     and no two processes the same image. Every global batch must split evenly over all
     devices (`multiple`, a multiple of `shards`): the last partial batch is cut to a
     multiple of `multiple` images, and left out if that is none; each epoch thus skips at
-    most `multiple - 1` images (other ones each epoch when shuffled).
+    most `multiple - 1` images (other ones each epoch when shuffled). With `mixup`, each
+    process mixes its share with that share reversed (one weight per global batch), so a
+    run on several processes pairs other images than one process would.
 
     Args:
         x, y: as in `Batches`.
@@ -51,9 +53,9 @@ class ShardedBatches(Batches):
         return len(self.x) - len(self.x) % self.batch_size % self.multiple
 
     def _plan(self, index):
-        rows, crops, centers = super()._plan(index)  # the global batch, drawn as `Batches` draws it
+        rows, crops, centers, mix = super()._plan(index)  # the global batch, drawn as `Batches` draws it
         share = (len(rows) - len(rows) % self.multiple) // self.shards
         part = slice(self.shard * share, (self.shard + 1) * share)
         crops = None if crops is None else tuple(c[part] for c in crops)
         centers = None if centers is None else tuple(c[part] for c in centers)
-        return rows[part], crops, centers
+        return rows[part], crops, centers, mix

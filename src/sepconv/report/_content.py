@@ -70,6 +70,8 @@ def _optimization(config):
     parts.append("crop+flip augmentation" if config["augment"] else "no augmentation")
     if config.get("cutout"):
         parts[-1] += f", cutout {config['cutout']}"
+    if config.get("mixup"):
+        parts[-1] += f", mixup {config['mixup']:g}"
     if config.get("ema_momentum"):
         parts.append(f"weight EMA {config['ema_momentum']:g}")
     if config.get("time_budget"):

@@ -164,6 +164,9 @@ class TrainConfig:
     augment: bool = option(False, "random 4-pixel-padded crops and horizontal flips", check=_validation.boolean)
     cutout: int = option(0, "side of a square zeroed at a random place of each training image (0: off)",
                          check=_validation.non_negative_int, parse=_int, metavar="N")  # fmt: skip
+    mixup: float = option(0.0, "mix each training batch with itself reversed, with one weight per batch drawn from "
+                          "Beta(X, X), and the labels alike (mixup; 0: off)",
+                          check=in_range(low=0.0), parse=_float, metavar="X")  # fmt: skip
     ema_momentum: float = option(0.0, "keep a moving average of the weights with this momentum: validation, "
                                  "best.keras and final.keras use it, training never does (0: off)",
                                  check=in_range(low=0.0, high=1.0, high_open=True), parse=_float,

@@ -11,6 +11,7 @@ from sepconv._atomic import save_model
 from sepconv import _run_folder as layout
 from sepconv._schedules import warmup_cosine
 from sepconv.losses import SparseCrossentropy
+from sepconv.metrics import Accuracy
 from sepconv.training._callbacks import Checkpoint, DataEpoch, EpochLog, TimeBudget, WeightAverage
 from sepconv.training._distribution import SINGLE
 from sepconv.training._epoch_display import EpochLines, RichProgress
@@ -56,7 +57,7 @@ def exclude_from_decay(optimizer, config):
 
 
 def make_loss(config):
-    if config.label_smoothing:
+    if config.label_smoothing or config.mixup:  # mixup's targets need the loss that takes them
         return SparseCrossentropy(label_smoothing=config.label_smoothing)
     return keras.losses.SparseCategoricalCrossentropy()
 
@@ -72,7 +73,7 @@ def build_model(name, config, input_shape, num_classes, steps_per_epoch):
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=make_loss(config),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        metrics=[Accuracy()],  # of integer labels, or mixup's targets
     )
     return model
 
@@ -88,6 +89,8 @@ def training_batches(splits, config, placement=SINGLE):
         batch_size=config.batch_size,
         augment=config.augment,
         cutout=config.cutout,
+        mixup=config.mixup,
+        num_classes=len(splits.class_names),
         seed=config.seed,
     )
 
