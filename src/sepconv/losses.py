@@ -19,7 +19,7 @@ class SparseCrossentropy(keras.losses.Loss):
         self.label_smoothing = label_smoothing
 
     def call(self, y_true, y_pred):
-        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] != 1:  # targets, one entry per class
+        if per_class_targets(y_true, y_pred):
             targets = keras.ops.cast(y_true, y_pred.dtype)
             return keras.losses.categorical_crossentropy(targets, y_pred, label_smoothing=self.label_smoothing)
         labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
@@ -28,3 +28,8 @@ class SparseCrossentropy(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def per_class_targets(y_true, y_pred):
+    """Whether `y_true` holds one target per class `(n, classes)` (e.g. mixup's) rather than integer labels."""
+    return len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] != 1

@@ -2,6 +2,8 @@
 
 import keras
 
+from sepconv.losses import per_class_targets
+
 
 @keras.saving.register_keras_serializable(package="sepconv")
 class Accuracy(keras.metrics.MeanMetricWrapper):
@@ -19,6 +21,6 @@ class Accuracy(keras.metrics.MeanMetricWrapper):
 
 
 def _accuracy(y_true, y_pred):
-    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] != 1:  # one entry per class
+    if per_class_targets(y_true, y_pred):
         y_true = keras.ops.argmax(y_true, axis=-1)
     return keras.metrics.sparse_categorical_accuracy(y_true, y_pred)
