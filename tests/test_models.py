@@ -106,6 +106,34 @@ def test_dsc_resnet10_parameter_count_by_hand():
     assert create_model("resnet10").count_params() == regular
 
 
+def test_dsc_resnet20_parameter_count_by_hand():
+    def sep(cin, cout, bn_between):  # depthwise 3x3, pointwise, BN (4 numbers per channel)
+        return 9 * cin + cin * cout + 4 * cout + (4 * cin if bn_between else 0)
+
+    total = 27 * 32 + 4 * 32  # the 3x3 stem and its BN
+    for cin, cout in [(32, 32), (32, 64), (64, 128)]:  # three blocks a stage, the first changing the width
+        total += sep(cin, cout, True) + sep(cout, cout, False) + (cin * cout + 4 * cout if cin != cout else 0)
+        total += 2 * (sep(cout, cout, True) + sep(cout, cout, False))
+    total += 128 * 10 + 10
+    model = create_model("dsc_resnet20")
+    assert model.count_params() == total == 150_986
+    assert [layer.output.shape[1:] for layer in model.layers if layer.name.endswith("_add")][::3] == [
+        (32, 32, 32), (16, 16, 64), (8, 8, 128)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("conv", ["separable", "regular"])
+def test_dsc_resnet_kernel_size_reaches_every_convolution_after_the_stem(conv):
+    model = create_model("dsc_resnet", stages=((8, 1), (16, 2)), blocks_per_stage=1, kernel_size=5, conv=conv)
+    spatial = {w.path: tuple(w.shape[:2]) for w in model.weights if len(w.shape) == 4}
+    assert spatial.pop("stem_conv/kernel") == (3, 3)
+    wide = {path for path, shape in spatial.items() if shape == (5, 5)}
+    assert len(wide) == 4 and all(("depthwise" in path) == (conv == "separable") for path in wide)
+    assert all(spatial[path] == (1, 1) for path in set(spatial) - wide)  # pointwise kernels and the projection
+    with pytest.raises(ValueError, match=r"kernel_size.*Received: kernel_size=0"):
+        create_model("dsc_resnet", kernel_size=0)
+
+
 def test_dsc_resnet9_parameter_count_by_hand():
     def sep(cin, cout):  # depthwise 3x3, BN, pointwise, BN (4 numbers per channel each)
         return 9 * cin + 4 * cin + cin * cout + 4 * cout
@@ -130,8 +158,8 @@ def test_dsc_resnet9_parameter_count_by_hand():
 
 @pytest.mark.parametrize(
     "name",
-    ["mobilenet_v1", "mobilenet_v2", "dsc_resnet", "dsc_resnet10", "resnet10", "dsc_resnet9", "dsc_resnet9_half",
-     "vgg_mobilenet"],  # fmt: skip
+    ["mobilenet_v1", "mobilenet_v2", "dsc_resnet", "dsc_resnet10", "resnet10", "dsc_resnet20", "dsc_resnet9",
+     "dsc_resnet9_half", "vgg_mobilenet"],  # fmt: skip
 )
 def test_zoo_models_run_and_output_probabilities(name, rng):
     model = create_model(name, num_classes=7)
