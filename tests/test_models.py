@@ -22,6 +22,11 @@ def tutorial_vgg_by_hand(separable):
     return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
 
 
+def dsc_layer_params(cin, cout, bn_between, kernel_size=3):
+    """Depthwise k x k, pointwise and BN after it (4 numbers per channel), and BN between if `bn_between`."""
+    return kernel_size**2 * cin + cin * cout + 4 * cout + (4 * cin if bn_between else 0)
+
+
 def test_tutorial_vgg_parameter_counts():
     conv = lambda cin, cout: 9 * cin * cout + cout  # noqa: E731
     sep = lambda cin, cout: 9 * cin + cin * cout + cout  # noqa: E731
@@ -90,9 +95,7 @@ def test_inverted_residual_computes_what_keras_layers_compute(rng):
 
 
 def test_dsc_resnet10_parameter_count_by_hand():
-    def sep(cin, cout, bn_between):  # depthwise 3x3, pointwise, BN (4 numbers per channel)
-        return 9 * cin + cin * cout + 4 * cout + (4 * cin if bn_between else 0)
-
+    sep = dsc_layer_params
     total = 27 * 32 + 4 * 32  # stem conv and BN
     for cin, cout in [(32, 32), (32, 64), (64, 128), (128, 256)]:
         total += sep(cin, cout, True) + sep(cout, cout, False)
@@ -107,9 +110,7 @@ def test_dsc_resnet10_parameter_count_by_hand():
 
 
 def test_dsc_resnet20_parameter_count_by_hand():
-    def sep(cin, cout, bn_between):  # depthwise 3x3, pointwise, BN (4 numbers per channel)
-        return 9 * cin + cin * cout + 4 * cout + (4 * cin if bn_between else 0)
-
+    sep = dsc_layer_params
     total = 27 * 32 + 4 * 32  # the 3x3 stem and its BN
     for cin, cout in [(32, 32), (32, 64), (64, 128)]:  # three blocks a stage, the first changing the width
         total += sep(cin, cout, True) + sep(cout, cout, False) + (cin * cout + 4 * cout if cin != cout else 0)
@@ -135,8 +136,8 @@ def test_dsc_resnet_kernel_size_reaches_every_convolution_after_the_stem(conv):
 
 
 def test_dsc_resnet9_parameter_count_by_hand():
-    def sep(cin, cout):  # depthwise 3x3, BN, pointwise, BN (4 numbers per channel each)
-        return 9 * cin + 4 * cin + cin * cout + 4 * cout
+    def sep(cin, cout):  # DW-BN-ReLU-PW-BN-ReLU
+        return dsc_layer_params(cin, cout, bn_between=True)
 
     def regular(cin, cout):  # 3x3 convolution without bias, BN
         return 9 * cin * cout + 4 * cout
