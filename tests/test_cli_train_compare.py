@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 
 import numpy as np
 import pytest
@@ -20,7 +21,8 @@ def archive(tmp_path, monkeypatch):
 def test_compare_end_to_end_then_resume_a_finished_run(tmp_path, archive, capsys):
     out = str(tmp_path / "run")
     argv = ["compare", "vgg", "--data", archive, "--train-size", "12", "--epochs", "1",
-            "--batch-size", "6", "--lr", "0.002", "--no-augment", "--quiet", "--out", out]  # fmt: skip
+            "--batch-size", "6", "--lr", "0.002", "--no-augment", "--quiet", "--out", out,
+            "--model-arg", "blocks=((4, 1),)"]  # fmt: skip
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("vgg [1/1]  epoch 1/1  loss") for line in lines)
@@ -33,7 +35,9 @@ def test_compare_end_to_end_then_resume_a_finished_run(tmp_path, archive, capsys
         "tutorial", 1, 6, 0.002, 12
     )
     assert config["data"] == archive and "image-folder" in record["data"]["source"]
+    assert config["model_kwargs"] == {"blocks": [[4, 1]]}  # JSON's lists; `TrainConfig.from_dict` makes tuples
     assert record["rerun"].startswith("sepconv compare vgg --recipe tutorial --epochs 1 --batch-size 6")
+    assert record["rerun"].endswith(" --model-arg 'blocks=((4, 1),)'")
     assert os.path.isfile(os.path.join(out, "report.html"))
 
     os.remove(os.path.join(out, "report.html"))
@@ -65,6 +69,16 @@ def test_compare_end_to_end_then_resume_a_finished_run(tmp_path, archive, capsys
         (["train", "vgg", "--label-smoothing", "1"], "--label-smoothing must be a number in [0, 1). Received: --label-smoothing=1.0"),
         (["train", "vgg", "--seed", "-3"], "--seed must be non-negative. Received: --seed=-3"),
         (["train", "vgg", "--optimizer", "adagrad"], "--optimizer must be one of 'adam', 'adamw', 'sgd'. Received: --optimizer='adagrad'"),
+        (["train", "vgg", "--model-arg", "5"], "--model-arg must be KEY=VALUE with KEY a Python name. Received: --model-arg=5"),
+        (
+            ["train", "vgg", "--model-arg", "num_classes=3"],
+            "--model-arg cannot set num_classes: the run sets it. Received: --model-arg={'num_classes': 3}",
+        ),
+        (
+            ["train", "vgg", "--model-arg", "kernal_size=5", "--data", "/nowhere.tar.gz"],  # rejected before loading
+            "Model 'vgg' takes no argument kernal_size; it takes conv, pool, input_shape, num_classes, blocks, name. "
+            "Received: model_kwargs={'kernal_size': 5}",
+        ),
         (
             ["train", "vgg", "--schedule", "cosine", "--epochs", "2", "--warmup-epochs", "2"],
             "warmup_epochs must be less than epochs with schedule='cosine'. Received: warmup_epochs=2.0, epochs=2",
@@ -123,12 +137,14 @@ def test_every_config_field_has_a_flag_and_the_rerun_command_repeats_the_run():
     flags = {action.option_strings[0] for action in parser._subparsers._group_actions[0].choices["compare"]._actions
              if action.option_strings}  # fmt: skip
     for field in dataclasses.fields(TrainConfig):
-        if field.name != "model_kwargs":
-            assert _options.flag_name(field) in flags and field.metadata["help"], field.name
-    config = make_config("strong", preset="quick", lr=0.01, validation=0.2, val_size=100, seed=3, data="/d/c.tar.gz")
+        assert _options.flag_name(field) in flags and field.metadata["help"], field.name
+    config = make_config("strong", preset="quick", lr=0.01, validation=0.2, val_size=100, seed=3,
+                         data="/d/my copy.tar.gz", model_kwargs={"width": 0.5, "conv": "regular", "stem": 16,
+                                                                 "stages": ((8, 1), (16, 2)), "name": "7"})  # fmt: skip
     command = rerun_command(["vgg", "vgg_separable"], config)
     assert command.startswith("sepconv compare vgg vgg_separable --recipe strong --preset quick --epochs 3 ")
-    args = parser.parse_args(command.split()[1:])
+    assert "--data '/d/my copy.tar.gz'" in command
+    assert " --model-arg width=0.5 conv=regular stem=16 'stages=((8, 1), (16, 2))' " in command  # then name='7', quoted
+    args = parser.parse_args(shlex.split(command)[1:])
     assert args.models == ["vgg", "vgg_separable"]
     assert config_from_args(args) == config
-    assert rerun_command(["vgg"], make_config(model_kwargs={"width": 2})) is None

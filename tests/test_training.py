@@ -86,7 +86,7 @@ def test_recipes_presets_and_overrides():
 
 def test_config_survives_json():
     config = tiny_config(validation=0.25, seed=3, no_decay=("bias", "depthwise"), cutout=8, ema_momentum=0.99,
-                         time_budget=12.5, mixup=0.2)  # fmt: skip
+                         time_budget=12.5, mixup=0.2, model_kwargs={"blocks": ((4, 1), (8, 2))})  # fmt: skip
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert TrainConfig(no_decay="bias").no_decay == ("bias",)
     older = {k: v for k, v in config.to_dict().items() if k != "no_decay"}  # a run from before the option
@@ -110,6 +110,12 @@ def test_config_survives_json():
         (dict(ema_momentum=1.0), ValueError, r"^ema_momentum must be a number in \[0, 1\)\. Received: ema_momentum=1\.0$"),
         (dict(no_decay=("norm", "bn")), ValueError, r"^no_decay must be one of .*Received: no_decay='bn'$"),
         (dict(no_decay=("none", "bias")), ValueError, r"^no_decay takes 'none' alone or a list of kinds\. Received: no_decay=\('none', 'bias'\)$"),
+        (dict(model_kwargs=[1]), TypeError, r"^model_kwargs must be a dict with string keys\. Received: model_kwargs=\[1\]$"),
+        (
+            dict(model_kwargs={"width": 0.5, "input_shape": (8, 8, 3)}),
+            ValueError,
+            r"^model_kwargs cannot set input_shape: the run sets it\. Received: model_kwargs=\{'width': 0\.5, ",
+        ),
         (
             dict(schedule="cosine", warmup_epochs=3, epochs=3),
             ValueError,

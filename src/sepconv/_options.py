@@ -11,8 +11,10 @@ run's record can spell the command that repeats it (`to_flags`).
 command-line text into the value's type before the check; `nargs="+"` takes several values.
 """
 
+import ast
 import dataclasses
 import functools
+import shlex
 
 from sepconv import _validation
 
@@ -56,19 +58,24 @@ def flag_fields(config_class):
 
 
 def to_flags(config, skip=()):
-    """The flags that give `config`'s values on a command line (None values left out)."""
+    """The flags that give `config`'s values on a command line (None and empty values left out).
+
+    Values are quoted for a POSIX shell, so `shlex.split` gives back the arguments.
+    """
     flags = []
     for field in flag_fields(type(config)):
         value = getattr(config, field.name)
-        if field.name in skip or value is None:
+        if field.name in skip or value is None or value == {}:
             continue
         name = flag_name(field)
         if isinstance(value, bool):
             flags.append(name if value else f"--no-{name[2:]}")
+        elif isinstance(value, dict):
+            flags.append(" ".join([name, *(shlex.quote(spell_key_value(k, v)) for k, v in value.items())]))
         elif isinstance(value, tuple):
-            flags.append(f"{name} {' '.join(str(v) for v in value)}")
+            flags.append(" ".join([name, *(shlex.quote(str(v)) for v in value)]))
         else:
-            flags.append(f"{name} {value}")
+            flags.append(f"{name} {shlex.quote(str(value))}")
     return flags
 
 
@@ -91,6 +98,28 @@ def parse_float(text, name):
         return float(text)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number. Received: {name}={text}") from None
+
+
+def parse_key_value(text, name):
+    """`KEY=VALUE` -> (KEY, VALUE): a Python literal (`5`, `0.5`, `(3, 5)`, `True`) or else the text."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.isidentifier():
+        raise ValueError(f"{name} must be KEY=VALUE with KEY a Python name. Received: {name}={text}")
+    return key, _literal(value)
+
+
+def spell_key_value(key, value):
+    """The inverse of `parse_key_value`: text that parses back to (key, value)."""
+    if isinstance(value, str) and _literal(value) == value:
+        return f"{key}={value}"
+    return f"{key}={value!r}"
+
+
+def _literal(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
 
 
 def one_of(allowed):

@@ -1,6 +1,7 @@
 """Model registry: `create_model(name, **kwargs)` and `list_models()`."""
 
 import difflib
+import inspect
 
 import keras
 
@@ -36,6 +37,27 @@ def check_model_name(name, argument="name"):
             f"Unknown model. Known models: {', '.join(list_models())}.{hint} Received: {argument}={name!r}"
         )
     return name
+
+
+def check_model_arguments(name, kwargs, argument="kwargs"):
+    """`kwargs` if `name`'s builder takes every key; else a ValueError listing what it takes.
+
+    Lets a run reject a misspelled argument before it loads data, not when it builds.
+    """
+    builder, _ = _BUILDERS[check_model_name(name)]
+    parameters = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return kwargs
+    known = [p for p in parameters if parameters[p].kind is not inspect.Parameter.VAR_POSITIONAL]
+    unknown = [key for key in kwargs if key not in known]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"Model {name!r} takes no argument {', '.join(unknown)}; it takes {', '.join(known)}.{hint} "
+            f"Received: {argument}={kwargs!r}"
+        )
+    return kwargs
 
 
 def create_model(name, dtype_policy=None, **kwargs):

@@ -110,9 +110,19 @@ def _check_no_decay(value, name):
     return kinds
 
 
-def _check_dict(value, name):
-    if not isinstance(value, dict):
-        raise TypeError(f"{name} must be a dict. Received: {name}={value!r}")
+# The run sets these from its data and dtype policy, so a builder argument cannot.
+_RUN_ARGUMENTS = ("input_shape", "num_classes", "dtype_policy")
+
+
+def _check_model_kwargs(value, name):
+    """A dict of builder arguments; also takes the (key, value) pairs `--model-arg` gives."""
+    if isinstance(value, (list, tuple)) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
+        value = dict(value)
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise TypeError(f"{name} must be a dict with string keys. Received: {name}={value!r}")
+    taken = [k for k in value if k in _RUN_ARGUMENTS]
+    if taken:
+        raise ValueError(f"{name} cannot set {', '.join(taken)}: the run sets it. Received: {name}={value!r}")
     return value
 
 
@@ -191,8 +201,10 @@ class TrainConfig:
                        check=_validation.non_negative_int, parse=_int, metavar="N")  # fmt: skip
     data: str | None = option(None, "CIFAR-10 copy (default: $SEPCONV_DATA, else keras.datasets)",
                               check=_validation.optional(_validation.string), metavar="PATH")  # fmt: skip
-    model_kwargs: dict = option(default_factory=dict, help="keyword arguments for sepconv.models.create_model",
-                                check=_check_dict, flag=False)  # fmt: skip
+    model_kwargs: dict = option(default_factory=dict, help="arguments for the model's builder, e.g. kernel_size=5 "
+                                "or width=0.75 (VALUE a Python literal, else text)",
+                                check=_check_model_kwargs, parse=_options.parse_key_value, nargs="+",
+                                metavar="KEY=VALUE", flag="--model-arg")  # fmt: skip
 
     def __post_init__(self):
         _options.validate(self)
@@ -237,9 +249,7 @@ def make_config(recipe="tutorial", preset=None, **overrides):
 
 
 def rerun_command(model_names, config):
-    """The `sepconv compare` command line that repeats a run, or None (`model_kwargs` has no flag)."""
-    if config.model_kwargs:
-        return None
+    """The `sepconv compare` command line that repeats a run."""
     return " ".join(["sepconv compare", *model_names, *_options.to_flags(config)])
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from sepconv import _provenance
 from sepconv import _run_folder as layout
 from sepconv.data import stratified_subset
-from sepconv.models import check_model_name
+from sepconv.models import check_model_arguments, check_model_name
 from sepconv.training._config import TrainConfig, rerun_command
 from sepconv.training._distribution import scaling, start as start_distribution
 from sepconv.training._loop import budget_epochs, fit_model, training_batches
@@ -75,6 +75,7 @@ def compare(model_names=DEFAULT_MODELS, config=None, *, out=None, quiet=False, d
         raise ValueError(f"model_names must be distinct model names, at least one. Received: model_names={names}")
     for name in names:
         check_model_name(name, argument="model")
+        check_model_arguments(name, config.model_kwargs, argument="model_kwargs")
     _check_distributed_options(config, distribution)
     placement = start_distribution(distribution, config.batch_size)
     folder = layout.check_new_folder(out or layout.default_folder(names, now=placement.start_time()))
