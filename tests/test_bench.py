@@ -113,12 +113,13 @@ def test_fit_bench_times_epochs_next_to_steps(tmp_path, capsys, monkeypatch):
     archive = image_folder_archive(tmp_path / "tiny.tar.gz", train_per_class=4, test_per_class=1)
     output = tmp_path / "fit.json"
     argv = ["fit", "vgg_separable", "--train-size", "12", "--batch-size", "4", "--epochs", "2", "--data", archive,
-            "--recipe", "fast", "--dtype-policy", "mixed_bfloat16"]  # fmt: skip
+            "--recipe", "fast", "--dtype-policy", "mixed_bfloat16", "--augment", "off", "trivial"]  # fmt: skip
     assert main(["bench", *argv, "--output", str(output)]) == 0
-    assert "fit / step" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "fit / step" in table and "trivial" in table
     result = json.loads(output.read_text())
     assert result["benchmark"] == "fit" and result["data"]["train_images"] == 12
-    assert [r["augment"] for r in result["results"]] == [False, True]
+    assert [(r["augment"], r["trivial_augment"]) for r in result["results"]] == [(False, False), (True, True)]
     for record in result["results"]:
         assert (record["dtype_policy"], record["optimizer"]) == ("mixed_bfloat16", "SGD")  # read off the model
         assert len(record["fit_epochs_images_per_s"]) == 2 and len(record["step_blocks_images_per_s"]) == 3

@@ -405,17 +405,19 @@ def test_fit_with_the_same_data_seed_trains_identically():
     assert not all(np.array_equal(a, c) for a, c in zip(first, other))
 
 
-@pytest.mark.parametrize("augment, cutout, mixup", [(False, 0, 0), (True, 0, 0), (True, 8, 0), (False, 5, 0),
-                                                    (True, 8, 0.4)])  # fmt: skip
+@pytest.mark.parametrize("augment, cutout, mixup, trivial_augment", [(False, 0, 0, False), (True, 0, 0, False),
+                                                                     (True, 8, 0, False), (False, 5, 0, False),
+                                                                     (True, 8, 0.4, False), (False, 0, 0, True),
+                                                                     (True, 8, 0.4, True)])  # fmt: skip
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-def test_tf_dataset_gives_the_same_batches(augment, cutout, mixup, data_format):
+def test_tf_dataset_gives_the_same_batches(augment, cutout, mixup, trivial_augment, data_format):
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the native tf.data pipeline is TensorFlow's")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(70, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 10, size=70)
     batches = Batches(x, y, batch_size=32, augment=augment, cutout=cutout, mixup=mixup, num_classes=10, seed=3,
-                      data_format=data_format)  # fmt: skip
+                      trivial_augment=trivial_augment, data_format=data_format)  # fmt: skip
     dataset = batches.tf_dataset()
     for _ in range(2):  # each pass reads the epoch the Batches is at, as fit does
         got = list(dataset)

@@ -98,14 +98,15 @@ def test_a_process_keeps_its_distribution(monkeypatch):
     )
 
 
-@pytest.mark.parametrize("augment, cutout", [(False, 0), (True, 0), (True, 3)])
+@pytest.mark.parametrize("augment, cutout, trivial_augment", [(False, 0, False), (True, 0, False), (True, 3, False),
+                                                             (False, 0, True)])  # fmt: skip
 @pytest.mark.parametrize("n", [30, 27, 32])
-def test_sharded_batches_split_each_global_batch(augment, cutout, n):
+def test_sharded_batches_split_each_global_batch(augment, cutout, trivial_augment, n):
     """Shards of 2 processes, 4 devices: together the global batches, cut to multiples of 4."""
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(n, 6, 6, 3), dtype=np.uint8)
     y = np.arange(n)
-    kwargs = dict(batch_size=8, augment=augment, cutout=cutout, seed=3)
+    kwargs = dict(batch_size=8, augment=augment, cutout=cutout, trivial_augment=trivial_augment, seed=3)
     whole = Batches(x, y, **kwargs)
     shards = [ShardedBatches(x, y, shard=i, shards=2, multiple=4, **kwargs) for i in range(2)]
     cut = {30: 4, 27: 0, 32: 8}[n]  # the last batch: 6 -> 4 images, 3 -> none, 8 -> 8

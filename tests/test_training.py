@@ -86,7 +86,7 @@ def test_recipes_presets_and_overrides():
 
 def test_config_survives_json():
     config = tiny_config(validation=0.25, seed=3, no_decay=("bias", "depthwise"), cutout=8, ema_momentum=0.99,
-                         time_budget=12.5, mixup=0.2, model_kwargs={"blocks": ((4, 1), (8, 2))})  # fmt: skip
+                         time_budget=12.5, mixup=0.2, trivial_augment=True, model_kwargs={"blocks": ((4, 1), (8, 2))})  # fmt: skip
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert TrainConfig(no_decay="bias").no_decay == ("bias",)
     older = {k: v for k, v in config.to_dict().items() if k != "no_decay"}  # a run from before the option
@@ -391,10 +391,10 @@ def test_resume_continues_an_interrupted_run(tmp_path, monkeypatch):
         assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], rel=1e-4, abs=1e-5)
 
 
-def test_resume_keeps_the_weight_average_decay_exclusions_and_cutout(tmp_path, monkeypatch):
+def test_resume_keeps_the_weight_average_decay_exclusions_and_augmentation(tmp_path, monkeypatch):
     data = synthetic_cifar10()
     config = tiny_config(epochs=3, optimizer="sgd", lr=0.05, weight_decay=0.05, no_decay=("norm", "bias"),
-                         ema_momentum=0.5, cutout=8, augment=True, tta=True)  # fmt: skip
+                         ema_momentum=0.5, cutout=8, augment=True, trivial_augment=True, tta=True)  # fmt: skip
     reference = train("vgg", config, out=str(tmp_path / "reference"), quiet=True, data=data, report=False)
     folder = str(tmp_path / "run")
     original = _epoch_display.EpochLines.on_epoch_end
@@ -472,10 +472,11 @@ def test_weight_average_needs_one_process(tmp_path):
 
 @pytest.mark.parametrize("name, params, features", [("dsc_resnet10", 190_922, 256), ("dsc_resnet9", 767_370, 512)])
 def test_fast_recipe_smoke_run_is_deterministic(tmp_path, name, params, features):
-    """A model with every option of the fast recipe (and cutout, mixup, weight EMA) on tiny data, twice."""
+    """A model with every option of the fast recipe (and cutout, TrivialAugment, mixup, weight EMA) on tiny
+    data, twice."""
     data = synthetic_cifar10(train_per_class=16, test_per_class=4)
-    config = make_config("fast", epochs=2, batch_size=16, warmup_epochs=0.5, cutout=8, mixup=0.2, ema_momentum=0.9,
-                         tta_shift=1)  # fmt: skip
+    config = make_config("fast", epochs=2, batch_size=16, warmup_epochs=0.5, cutout=8, trivial_augment=True,
+                         mixup=0.2, ema_momentum=0.9, tta_shift=1)  # fmt: skip
     runs = [train(name, config, out=str(tmp_path / f"run{i}"), quiet=True, data=data, report=False)
             for i in range(2)]  # fmt: skip
     first, second = (run.history[name] for run in runs)

@@ -15,6 +15,7 @@ import statistics
 from sepconv import _options, _provenance, _validation
 from sepconv._options import option
 from sepconv.bench import _timing
+from sepconv.bench._render import augment_label
 from sepconv.training._config import DTYPE_POLICIES, RECIPES
 
 
@@ -28,8 +29,12 @@ def _model_name(name, argument):
     return check_model_name(name, argument)
 
 
+# off; on: crop and flip; trivial: crop, flip and TrivialAugment (`sepconv train --augment --trivial-augment`).
+AUGMENT_SETTINGS = ("off", "on", "trivial")
+
+
 def _augment_setting(value, name):
-    return _validation.choice(value, ("off", "on"), name)
+    return _validation.choice(value, AUGMENT_SETTINGS, name)
 
 
 @dataclasses.dataclass
@@ -38,8 +43,9 @@ class FitBenchConfig(_timing.TimingOptions):
 
     models: tuple = option(("vgg_separable",), "registry model names", check=_validation.each(_model_name),
                            nargs="+", metavar="MODEL", flag=False)  # fmt: skip
-    augment: tuple = option(("off", "on"), "augmentation settings to time (random crop and flip)",
-                            check=_validation.each(_augment_setting), nargs="+", metavar="off|on")  # fmt: skip
+    augment: tuple = option(("off", "on"), "augmentation settings to time: off, on (random crop and flip), trivial "
+                            "(crop, flip and TrivialAugment)",
+                            check=_validation.each(_augment_setting), nargs="+", metavar="off|on|trivial")  # fmt: skip
     train_size: int = option(5120, "training images per epoch (stratified subset)", check=_validation.positive_int,
                              parse=_options.parse_int, metavar="N")  # fmt: skip
     epochs: int = option(2, "timed fit epochs (after one untimed warm-up epoch)", check=_validation.positive_int,
@@ -84,7 +90,7 @@ def _fit_epochs(model_name, splits, train_config, config, progress):
     log = EpochLog(model_name, len(splits.y_train))
     callbacks = [DataEpoch(train), log]
     if progress:
-        progress(f"{model_name}: augment {'on' if train_config.augment else 'off'}, {config.epochs + 1} fit epochs")
+        progress(f"{model_name}: augment {augment_label(train_config.augment, train_config.trivial_augment)}, {config.epochs + 1} fit epochs")
     # The first epoch compiles the train function (`train_on_batch` reuses it) and warms the pipeline up.
     data = _loop.fit_input(train)
     model.fit(data, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
@@ -103,6 +109,7 @@ def _fit_epochs(model_name, splits, train_config, config, progress):
         "dtype_policy": model.dtype_policy.name,
         "optimizer": type(model.optimizer).__name__,
         "augment": train_config.augment,
+        "trivial_augment": train_config.trivial_augment,
         "train_images": len(splits.y_train),
         "batch_size": train_config.batch_size,
         "step": _timing.Timing(tuple(samples)).to_dict(),
@@ -128,8 +135,8 @@ def run(config, progress=None):
         for name in config.models:
             for setting in config.augment:
                 train_config = make_config(
-                    config.recipe, batch_size=config.batch_size, augment=setting == "on", seed=config.seed,
-                    dtype_policy=config.dtype_policy,
+                    config.recipe, batch_size=config.batch_size, augment=setting != "off",
+                    trivial_augment=setting == "trivial", seed=config.seed, dtype_policy=config.dtype_policy,
                 )
                 results.append(_fit_epochs(name, splits, train_config, config, progress))
     return {

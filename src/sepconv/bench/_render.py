@@ -7,6 +7,11 @@ _OP_NAMES = {"depthwise": "depthwise", "pointwise": "pointwise", "dsc": "separab
 _MODE_NAMES = {"forward": "fwd", "forward_backward": "fwd+bwd", "train": "train", "inference": "inference"}
 
 
+def augment_label(augment, trivial_augment):
+    """The `sepconv bench fit --augment` setting (off, on or trivial) of a run's two augmentation flags."""
+    return "trivial" if trivial_augment else "on" if augment else "off"
+
+
 def _ms(timing):
     if timing is None:
         return "-"
@@ -126,7 +131,7 @@ def fit_table(result):
         epochs = ", ".join(f"{v:.0f}" for v in r["fit_epochs_images_per_s"])
         table.add_row(
             r["model"],
-            "on" if r["augment"] else "off",
+            augment_label(r["augment"], r.get("trivial_augment", False)),  # records before it: no key
             f"{step['median_ms']:.1f} [{step['q1_ms']:.1f}-{step['q3_ms']:.1f}]",
             f"{r['step_images_per_s']:.0f}",
             f"{r['fit_images_per_s']:.0f} ({epochs})",

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from sepconv._validation import choice, non_negative_int, number, optional, positive_int
+from sepconv.data import _trivial_augment
 
 # Per-channel (R, G, B) mean and standard deviation of the 50,000 official CIFAR-10
 # training images, pixel values scaled to [0, 1], the deviation taken over all pixels of
@@ -22,7 +23,10 @@ class Batches(keras.utils.PyDataset):
     Each epoch visits every image once, in an order drawn from `(seed, epoch)`; the last
     partial batch is included. With `augment=True` each image is randomly cropped from
     its copy zero-padded by 4 pixels per side and flipped left-right with probability
-    1/2, drawn from `(seed, epoch, batch index)`; with `cutout=s` a square of side `s`
+    1/2, drawn from `(seed, epoch, batch index)`; with `trivial_augment=True` each image
+    then gets one TrivialAugment operation at a random magnitude (Müller & Hutter 2021,
+    arXiv:2103.10158; its wide magnitudes, Pillow's colour operations: see
+    `sepconv.data._trivial_augment`); with `cutout=s` a square of side `s`
     centred uniformly in the image (clipped at its borders) is then set to zero after
     normalization, i.e. to the mean pixel (DeVries & Taylor 2017, arXiv:1708.04552),
     drawn from the same generator. With `mixup=a`, each batch is then mixed with itself in
@@ -46,6 +50,7 @@ class Batches(keras.utils.PyDataset):
         batch_size: images per batch.
         shuffle: draw a new order each epoch; False keeps the given order.
         augment: random crop with 4-pixel zero padding and horizontal flip.
+        trivial_augment: one random TrivialAugment operation per image, after the crop.
         cutout: side of the square cut out of each image; 0 for none.
         mixup: `a` of the Beta distribution of the mixing weight; 0 for no mixing.
         num_classes: length of the mixed targets; required with `mixup`.
@@ -64,6 +69,7 @@ class Batches(keras.utils.PyDataset):
         batch_size=128,
         shuffle=True,
         augment=False,
+        trivial_augment=False,
         cutout=0,
         mixup=0.0,
         num_classes=None,
@@ -92,6 +98,7 @@ class Batches(keras.utils.PyDataset):
         self.batch_size = positive_int(batch_size, "batch_size")
         self.shuffle = bool(shuffle)
         self.augment = bool(augment)
+        self.trivial_augment = bool(trivial_augment)
         self.cutout = non_negative_int(cutout, "cutout")
         self.mixup = number(mixup, "mixup", low=0.0)
         self.num_classes = optional(positive_int)(num_classes, "num_classes")
@@ -119,10 +126,12 @@ class Batches(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"batch index out of range [0, {len(self)}). Received: index={index}")
-        rows, crops, centers, mix = self._plan(index)
+        rows, crops, centers, mix, operations = self._plan(index)
         images, labels = self.x[rows], self.y[rows]
         if crops is not None:
             images = crop_flip(images, *crops)
+        if operations is not None:
+            images = _trivial_augment.apply_numpy(images, *operations)
         # Two passes over the float batch (scale while converting, then shift in place).
         images = np.multiply(images, self._scale, dtype=np.float32)
         images += self._shift
@@ -137,19 +146,21 @@ class Batches(keras.utils.PyDataset):
         return images, labels
 
     def _plan(self, index):
-        """Rows of batch `index`, its crop offsets and flips, its cutout centres and its mixing
-        weight (each None when off)."""
+        """Rows of batch `index`, its crop offsets and flips, its cutout centres, its mixing
+        weight and its TrivialAugment operations (each None when off)."""
         rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        if not (self.augment or self.cutout or self.mixup):
-            return rows, None, None, None
+        if not (self.augment or self.cutout or self.mixup or self.trivial_augment):
+            return rows, None, None, None, None
         rng = np.random.default_rng((self.seed, self.epoch, index))
         crops = crop_flip_draws(len(rows), rng) if self.augment else None
+        height, width = self.x.shape[1:3]
         centers = None
         if self.cutout:
-            height, width = self.x.shape[1:3]
             centers = (rng.integers(0, height, size=len(rows)), rng.integers(0, width, size=len(rows)))
         mix = np.float32(rng.beta(self.mixup, self.mixup)) if self.mixup else None
-        return rows, crops, centers, mix
+        # Drawn last, so runs without it keep the batches they always had.
+        operations = _trivial_augment.draw(len(rows), height, width, rng) if self.trivial_augment else None
+        return rows, crops, centers, mix, operations
 
     def tf_dataset(self):
         """The same batches as a `tf.data.Dataset` whose pixel work runs in TensorFlow ops.
@@ -170,15 +181,17 @@ class Batches(keras.utils.PyDataset):
 
         def plans():
             for index in range(len(self)):
-                rows, crops, centers, mix = self._plan(index)
+                rows, crops, centers, mix, operations = self._plan(index)
                 zeros = np.zeros(len(rows), np.int64)
                 if crops is None:
                     crops = (zeros, zeros, np.zeros(len(rows), bool))
                 centers = (zeros, zeros) if centers is None else centers
                 mix = np.float32(1) if mix is None else mix
-                yield (rows.astype(np.int64), *(np.asarray(c) for c in (*crops, *centers)), mix)
+                if operations is None:
+                    operations = (zeros, np.zeros(len(rows), np.float32), np.zeros((len(rows), 0), np.int64))
+                yield (rows.astype(np.int64), *(np.asarray(c) for c in (*crops, *centers)), mix, *operations)
 
-        def batch(rows, crop_rows, crop_cols, flips, center_rows, center_cols, mix):
+        def batch(rows, crop_rows, crop_cols, flips, center_rows, center_cols, mix, ops, params, maps):
             x = tf.gather(images, rows)
             if self.augment:
                 x = tf.pad(x, [[0, 0], [_PAD, _PAD], [_PAD, _PAD], [0, 0]])
@@ -186,6 +199,8 @@ class Batches(keras.utils.PyDataset):
                 cols = crop_cols[:, None] + tf.range(width, dtype=tf.int64)
                 cols = tf.where(flips[:, None], tf.reverse(cols, axis=[1]), cols)
                 x = tf.gather(x, cols, axis=2, batch_dims=1)
+            if self.trivial_augment:
+                x = _trivial_augment.apply_tensorflow(x, ops, params, maps)
             x = tf.cast(x, tf.float32) * scale + shift
             if self.cutout:
                 cut = (_inside(tf.range(height, dtype=tf.int64), center_rows, self.cutout)[:, :, None]
@@ -202,7 +217,8 @@ class Batches(keras.utils.PyDataset):
 
         vector = tf.TensorSpec((None,), tf.int64)
         signature = (vector, vector, vector, tf.TensorSpec((None,), tf.bool), vector, vector,
-                     tf.TensorSpec((), tf.float32))  # fmt: skip
+                     tf.TensorSpec((), tf.float32), vector, tf.TensorSpec((None,), tf.float32),
+                     tf.TensorSpec((None, None), tf.int64))  # fmt: skip
         dataset = tf.data.Dataset.from_generator(plans, output_signature=signature)
         # A known length: Keras stops at the last batch instead of calling one step past it
         # (which would still advance the optimizer's step count and its schedule).

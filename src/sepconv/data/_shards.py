@@ -53,9 +53,9 @@ class ShardedBatches(Batches):
         return len(self.x) - len(self.x) % self.batch_size % self.multiple
 
     def _plan(self, index):
-        rows, crops, centers, mix = super()._plan(index)  # the global batch, drawn as `Batches` draws it
+        rows, crops, centers, mix, operations = super()._plan(index)  # the global batch, as `Batches` draws it
         share = (len(rows) - len(rows) % self.multiple) // self.shards
         part = slice(self.shard * share, (self.shard + 1) * share)
-        crops = None if crops is None else tuple(c[part] for c in crops)
-        centers = None if centers is None else tuple(c[part] for c in centers)
-        return rows[part], crops, centers, mix
+        crops, centers, operations = (None if draws is None else tuple(d[part] for d in draws)
+                                      for draws in (crops, centers, operations))  # fmt: skip
+        return rows[part], crops, centers, mix, operations

@@ -172,6 +172,9 @@ class TrainConfig:
                                     check=in_range(low=0.0, high=1.0, high_open=True), parse=_float,
                                     metavar="X")  # fmt: skip
     augment: bool = option(False, "random 4-pixel-padded crops and horizontal flips", check=_validation.boolean)
+    trivial_augment: bool = option(False, "after the crop, one TrivialAugment operation per image at a random "
+                                   "magnitude (wide magnitudes; Pillow's colour operations)",
+                                   check=_validation.boolean)  # fmt: skip
     cutout: int = option(0, "side of a square zeroed at a random place of each training image (0: off)",
                          check=_validation.non_negative_int, parse=_int, metavar="N")  # fmt: skip
     mixup: float = option(0.0, "mix each training batch with itself reversed, with one weight per batch drawn from "

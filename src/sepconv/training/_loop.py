@@ -88,6 +88,7 @@ def training_batches(splits, config, placement=SINGLE):
         splits.y_train,
         batch_size=config.batch_size,
         augment=config.augment,
+        trivial_augment=config.trivial_augment,
         cutout=config.cutout,
         mixup=config.mixup,
         num_classes=len(splits.class_names),
