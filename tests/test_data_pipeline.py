@@ -369,6 +369,20 @@ _IMAGES = "x must be uint8 images of shape (n, height, width, channels). Receive
             {},
             "normalize=True needs 3-channel (RGB) images in NHWC layout. Received: x.shape=(4, 32, 32, 1)",
         ),
+        (
+            (4, 32, 32, 1),
+            np.uint8,
+            4,
+            {"normalize": False, "trivial_augment": True},
+            "trivial_augment needs RGB images of at least 3x3 pixels in NHWC layout. Received: x.shape=(4, 32, 32, 1)",
+        ),
+        (
+            (4, 2, 32, 3),
+            np.uint8,
+            4,
+            {"trivial_augment": True},
+            "trivial_augment needs RGB images of at least 3x3 pixels in NHWC layout. Received: x.shape=(4, 2, 32, 3)",
+        ),
         ((4, 32, 32, 3), np.uint8, 4, {"batch_size": 0}, "batch_size must be positive. Received: batch_size=0"),
         (
             (4, 32, 32, 3),

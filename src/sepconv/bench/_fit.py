@@ -90,7 +90,8 @@ def _fit_epochs(model_name, splits, train_config, config, progress):
     log = EpochLog(model_name, len(splits.y_train))
     callbacks = [DataEpoch(train), log]
     if progress:
-        progress(f"{model_name}: augment {augment_label(train_config.augment, train_config.trivial_augment)}, {config.epochs + 1} fit epochs")
+        setting = augment_label(train_config.augment, train_config.trivial_augment)
+        progress(f"{model_name}: augment {setting}, {config.epochs + 1} fit epochs")
     # The first epoch compiles the train function (`train_on_batch` reuses it) and warms the pipeline up.
     data = _loop.fit_input(train)
     model.fit(data, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)

@@ -93,6 +93,10 @@ class Batches(keras.utils.PyDataset):
             raise ValueError(
                 f"normalize=True needs 3-channel (RGB) images in NHWC layout. Received: x.shape={x.shape}"
             )
+        if trivial_augment and (x.shape[-1] != 3 or min(x.shape[1:3]) < 3):
+            raise ValueError(
+                f"trivial_augment needs RGB images of at least 3x3 pixels in NHWC layout. Received: x.shape={x.shape}"
+            )
         non_negative_int(seed, "seed")
         self.x, self.y = x, y
         self.batch_size = positive_int(batch_size, "batch_size")
