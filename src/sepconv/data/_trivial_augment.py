@@ -176,7 +176,7 @@ _COLOUR = {"auto_contrast": _auto_contrast, "equalize": _equalize, "solarize": _
 class _Numpy:
     """The array functions the formulas use, in numpy."""
 
-    arange, where, maximum, clip, floor = np.arange, np.where, np.maximum, np.clip, np.floor
+    arange, where, maximum, clip, floor, reshape = np.arange, np.where, np.maximum, np.clip, np.floor, np.reshape
 
     @staticmethod
     def batch_size(x):
@@ -193,10 +193,6 @@ class _Numpy:
     @staticmethod
     def sum(x):
         return x.sum(axis=(1, 2, 3), keepdims=True)
-
-    @staticmethod
-    def reshape(x, shape):
-        return np.reshape(x, shape)
 
     @staticmethod
     def bincount(x, length):

@@ -28,13 +28,17 @@ def list_models():
     return sorted(_BUILDERS)
 
 
+def _did_you_mean(word, choices):
+    close = difflib.get_close_matches(word, choices, n=3)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
+
 def check_model_name(name, argument="name"):
     """`name` if it is registered; else a ValueError listing the known names and close matches."""
     if name not in _BUILDERS:
-        close = difflib.get_close_matches(str(name), list_models(), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(
-            f"Unknown model. Known models: {', '.join(list_models())}.{hint} Received: {argument}={name!r}"
+            f"Unknown model. Known models: {', '.join(list_models())}.{_did_you_mean(str(name), list_models())} "
+            f"Received: {argument}={name!r}"
         )
     return name
 
@@ -51,10 +55,9 @@ def check_model_arguments(name, kwargs, argument="kwargs"):
     known = [p for p in parameters if parameters[p].kind is not inspect.Parameter.VAR_POSITIONAL]
     unknown = [key for key in kwargs if key not in known]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], known, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(
-            f"Model {name!r} takes no argument {', '.join(unknown)}; it takes {', '.join(known)}.{hint} "
+            f"Model {name!r} takes no argument {', '.join(unknown)}; it takes {', '.join(known)}."
+            f"{_did_you_mean(unknown[0], known)} "
             f"Received: {argument}={kwargs!r}"
         )
     return kwargs
