@@ -36,8 +36,9 @@ def _did_you_mean(word, choices):
 def check_model_name(name, argument="name"):
     """`name` if it is registered; else a ValueError listing the known names and close matches."""
     if name not in _BUILDERS:
+        known = list_models()
         raise ValueError(
-            f"Unknown model. Known models: {', '.join(list_models())}.{_did_you_mean(str(name), list_models())} "
+            f"Unknown model. Known models: {', '.join(known)}.{_did_you_mean(str(name), known)} "
             f"Received: {argument}={name!r}"
         )
     return name
