@@ -157,10 +157,75 @@ def test_dsc_resnet9_parameter_count_by_hand():
     assert create_model("resnet9_half").count_params() == half_regular
 
 
+def test_separable_resnet_parameter_count_by_hand():
+    def block(cin, cout, kernel_size=5):  # DW-BN-ReLU-PW-BN(-ReLU)
+        return dsc_layer_params(cin, cout, bn_between=True, kernel_size=kernel_size)
+
+    def regular(cin, cout, kernel_size=5):  # convolution without bias, BN
+        return kernel_size**2 * cin * cout + 4 * cout
+
+    def by_hand(layer, width, depth):
+        total = 27 * width + 4 * width  # the 3x3 stem and its BN
+        for stage in range(3):
+            filters = width * 2**stage
+            total += layer(filters // 2, filters) if stage else 0  # the stride-2 layer that doubles the width
+            total += depth * layer(filters, filters)
+        return total + 4 * width * 10 + 10
+
+    model = create_model("separable_resnet")
+    assert model.count_params() == by_hand(block, 48, 3) == 210_202
+    assert by_hand(block, 56, 3) == 277_938  # `--model-arg width=56`, the widest under 300k parameters
+    assert create_model("separable_resnet", width=8, depth=2, conv="regular").count_params() == by_hand(regular, 8, 2)
+    assert [layer.output.shape[1:] for layer in model.layers if layer.name.endswith("_add")][::3] == [
+        (32, 32, 48), (16, 16, 96), (8, 8, 192)
+    ]  # fmt: skip
+    spatial = {tuple(w.shape[:2]) for w in model.weights if len(w.shape) == 4 and "depthwise" in w.path}
+    assert spatial == {(5, 5)}
+    with pytest.raises(ValueError, match=r"width.*Received: width=0"):
+        create_model("separable_resnet", width=0)
+
+
+def keras_separable_resnet(width, depth, kernel_size):
+    """`separable_resnet` written with Keras' own layers, and those layers in the order ours hold weights."""
+    order = []
+
+    def separable(x, filters, strides=1, activation=True):
+        dw = keras.layers.DepthwiseConv2D(kernel_size, strides, padding="same", use_bias=False)
+        pw, bn1, bn2 = keras.layers.Conv2D(filters, 1, use_bias=False), keras.layers.BatchNormalization(), keras.layers.BatchNormalization()
+        order.extend([dw, pw, bn1, bn2])  # a separable layer holds both kernels, then both BNs
+        x = bn2(pw(keras.layers.ReLU()(bn1(dw(x)))))
+        return keras.layers.ReLU()(x) if activation else x
+
+    inputs = keras.Input((32, 32, 3))
+    stem, stem_bn = keras.layers.Conv2D(width, 3, padding="same", use_bias=False), keras.layers.BatchNormalization()
+    order.extend([stem, stem_bn])
+    x = keras.layers.ReLU()(stem_bn(stem(inputs)))
+    for stage in range(3):
+        x = separable(x, width * 2**stage, strides=2) if stage else x
+        for _ in range(depth):
+            x = keras.layers.ReLU()(x + separable(x, width * 2**stage, activation=False))
+    dense = keras.layers.Dense(10, activation="softmax")
+    order.append(dense)
+    return keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(x))), order
+
+
+def test_separable_resnet_computes_what_keras_layers_compute(rng):
+    theirs, order = keras_separable_resnet(width=8, depth=2, kernel_size=3)
+    for layer in order:
+        layer.set_weights([rng.uniform(0.5, 1.5, size=w.shape) if len(w.shape) == 1 else
+                           rng.normal(scale=0.5 / np.sqrt(np.prod(w.shape[:-1])), size=w.shape) for w in layer.weights])  # fmt: skip
+    ours = create_model("separable_resnet", width=8, depth=2, kernel_size=3)
+    ours.set_weights([w for layer in order for w in layer.get_weights()])
+    images = rng.uniform(size=(4, 32, 32, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(theirs(images))
+    assert expected.max() < 0.99  # not saturated, so the comparison sees every layer
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(images)), expected, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "name",
     ["mobilenet_v1", "mobilenet_v2", "dsc_resnet", "dsc_resnet10", "resnet10", "dsc_resnet20", "dsc_resnet9",
-     "dsc_resnet9_half", "vgg_mobilenet"],  # fmt: skip
+     "dsc_resnet9_half", "separable_resnet", "vgg_mobilenet"],  # fmt: skip
 )
 def test_zoo_models_run_and_output_probabilities(name, rng):
     model = create_model(name, num_classes=7)

@@ -470,13 +470,17 @@ def test_weight_average_needs_one_process(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("name, params, features", [("dsc_resnet10", 190_922, 256), ("dsc_resnet9", 767_370, 512)])
-def test_fast_recipe_smoke_run_is_deterministic(tmp_path, name, params, features):
+@pytest.mark.parametrize(
+    "name, model_kwargs, params, features",
+    [("dsc_resnet10", {}, 190_922, 256), ("dsc_resnet9", {}, 767_370, 512),
+     ("separable_resnet", {"width": 8, "depth": 1}, 5_298, 32)],  # fmt: skip
+)
+def test_fast_recipe_smoke_run_is_deterministic(tmp_path, name, model_kwargs, params, features):
     """A model with every option of the fast recipe (and cutout, TrivialAugment, mixup, weight EMA) on tiny
     data, twice."""
     data = synthetic_cifar10(train_per_class=16, test_per_class=4)
     config = make_config("fast", epochs=2, batch_size=16, warmup_epochs=0.5, cutout=8, trivial_augment=True,
-                         mixup=0.2, ema_momentum=0.9, tta_shift=1)  # fmt: skip
+                         mixup=0.2, ema_momentum=0.9, tta_shift=1, model_kwargs=model_kwargs)  # fmt: skip
     runs = [train(name, config, out=str(tmp_path / f"run{i}"), quiet=True, data=data, report=False)
             for i in range(2)]  # fmt: skip
     first, second = (run.history[name] for run in runs)
