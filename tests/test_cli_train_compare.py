@@ -54,8 +54,8 @@ def test_compare_end_to_end_then_resume_a_finished_run(tmp_path, archive, capsys
         (
             ["train", "vggg"],
             "Unknown model. Known models: dsc_resnet, dsc_resnet10, dsc_resnet20, dsc_resnet9, dsc_resnet9_half, "
-            "mobilenet_v1, mobilenet_v2, resnet10, resnet9, resnet9_half, vgg, vgg_keras, vgg_keras_separable, "
-            "vgg_mobilenet, vgg_separable, vgg_tutorial. "
+            "mobilenet_v1, mobilenet_v2, resnet10, resnet9, resnet9_half, separable_resnet, vgg, vgg_keras, "
+            "vgg_keras_separable, vgg_mobilenet, vgg_separable, vgg_tutorial. "
             "Did you mean vgg? Received: model='vggg'",
         ),
         (["compare", "--epochs", "0"], "--epochs must be positive. Received: --epochs=0"),
