@@ -174,15 +174,15 @@ def test_separable_resnet_parameter_count_by_hand():
 
     model = create_model("separable_resnet")
     assert model.count_params() == by_hand(block, 48, 3) == 210_202
-    assert by_hand(block, 56, 3) == 277_938  # `--model-arg width=56`, the widest under 300k parameters
-    assert create_model("separable_resnet", width=8, depth=2, conv="regular").count_params() == by_hand(regular, 8, 2)
+    assert by_hand(block, 56, 3) == 277_938  # `--model-arg channels=56`, the widest under 300k parameters
+    assert create_model("separable_resnet", channels=8, depth=2, conv="regular").count_params() == by_hand(regular, 8, 2)
     assert [layer.output.shape[1:] for layer in model.layers if layer.name.endswith("_add")][::3] == [
         (32, 32, 48), (16, 16, 96), (8, 8, 192)
     ]  # fmt: skip
     spatial = {tuple(w.shape[:2]) for w in model.weights if len(w.shape) == 4 and "depthwise" in w.path}
     assert spatial == {(5, 5)}
-    with pytest.raises(ValueError, match=r"width.*Received: width=0"):
-        create_model("separable_resnet", width=0)
+    with pytest.raises(ValueError, match=r"channels.*Received: channels=0"):
+        create_model("separable_resnet", channels=0)
 
 
 def keras_separable_resnet(width, depth, kernel_size):
@@ -214,7 +214,7 @@ def test_separable_resnet_computes_what_keras_layers_compute(rng):
     for layer in order:
         layer.set_weights([rng.uniform(0.5, 1.5, size=w.shape) if len(w.shape) == 1 else
                            rng.normal(scale=0.5 / np.sqrt(np.prod(w.shape[:-1])), size=w.shape) for w in layer.weights])  # fmt: skip
-    ours = create_model("separable_resnet", width=8, depth=2, kernel_size=3)
+    ours = create_model("separable_resnet", channels=8, depth=2, kernel_size=3)
     ours.set_weights([w for layer in order for w in layer.get_weights()])
     images = rng.uniform(size=(4, 32, 32, 3)).astype("float32")
     expected = keras.ops.convert_to_numpy(theirs(images))

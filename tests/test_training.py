@@ -473,7 +473,7 @@ def test_weight_average_needs_one_process(tmp_path):
 @pytest.mark.parametrize(
     "name, model_kwargs, params, features",
     [("dsc_resnet10", {}, 190_922, 256), ("dsc_resnet9", {}, 767_370, 512),
-     ("separable_resnet", {"width": 8, "depth": 1}, 5_298, 32)],  # fmt: skip
+     ("separable_resnet", {"channels": 8, "depth": 1}, 5_298, 32)],  # fmt: skip
 )
 def test_fast_recipe_smoke_run_is_deterministic(tmp_path, name, model_kwargs, params, features):
     """A model with every option of the fast recipe (and cutout, TrivialAugment, mixup, weight EMA) on tiny
