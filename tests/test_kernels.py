@@ -70,12 +70,12 @@ def test_depthwise_matches_reference(case, data_format, name, rng):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-@pytest.mark.parametrize("strides", [(1, 1), (2, 2)], ids=["s1", "s2"])
+@pytest.mark.parametrize(("strides", "size"), [((1, 1), 3), ((2, 2), 3), ((1, 1), 5)], ids=["s1", "s2", "s1-5x5"])
 @pytest.mark.parametrize("name", NAMES)
-def test_depthwise_16_bits_matches_reference(name, strides, dtype, rng):
+def test_depthwise_16_bits_matches_reference(name, strides, size, dtype, rng):
     """Forward and gradients in 16 bits (paths that compute some of it in float32 included)."""
     x = rng.normal(size=(4, 9, 8, 5)).astype("float32")
-    kernel = rng.normal(size=(3, 3, 5, 2)).astype("float32")
+    kernel = rng.normal(size=(size, size, 5, 2)).astype("float32")
     narrow = lambda t: keras.ops.cast(keras.ops.convert_to_tensor(t), dtype)  # noqa: E731
 
     def depthwise(x, kernel):
@@ -85,7 +85,7 @@ def test_depthwise_16_bits_matches_reference(name, strides, dtype, rng):
     assert keras.backend.standardize_dtype(got.dtype) == dtype
     expected = reference.depthwise(x, kernel, strides, "same", (1, 1))
     # bfloat16 keeps 8 significant bits: inputs round by up to 2^-8 relative,
-    # and a 9-term sum of such products by a few times that.
+    # and a 9- or 25-term sum of such products by a few times that.
     got = keras.ops.convert_to_numpy(keras.ops.cast(got, "float32"))
     np.testing.assert_allclose(got, expected, rtol=0.05, atol=0.1)
     g = rng.normal(size=expected.shape).astype("float32")

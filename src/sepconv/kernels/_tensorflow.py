@@ -57,16 +57,19 @@ def _fused_parameters(x, gamma, beta, axis):
 
 
 def depthwise_native(x, kernel, strides, padding, data_format, dilation_rate):
-    """TensorFlow's depthwise convolution; 16-bit calls with strides > 1 take their gradient in float32.
+    """TensorFlow's depthwise convolution; some 16-bit calls take their gradient in float32.
 
-    oneDNN's bfloat16/float16 depthwise *gradient* kernels are slow when the stride is above
-    1: 5-14x slower than float32 for a 3x3, stride-2 layer of `dsc_resnet10` (batch 128,
-    bfloat16, this repo's CPU; the forward is fine). So the forward stays in 16 bits and
-    the gradient is the float32 op's, rounded back: two casts instead of the slow kernels.
-    Measured on CPUs only, so machines with a GPU keep the plain op.
+    oneDNN's bfloat16/float16 depthwise *gradient* kernels are slow unless the call is 3x3 (or
+    smaller) at stride 1: 5-14x slower than float32 for a 3x3, stride-2 layer of `dsc_resnet10`,
+    3-5x for 4x4, 5x5 and 7x7 kernels at stride 1 (forward and backward, batch 128, bfloat16,
+    this repo's CPU). So those calls keep the forward in 16 bits and take the float32 op's
+    gradient, rounded back: two casts instead of the slow kernels. A 3x3 stride-1 call keeps the
+    16-bit op, 1.1-1.5x faster than the float32 one. Measured on CPUs only, so machines with a
+    GPU keep the plain op.
     """
     args = (tuple(strides), padding, data_format, tuple(dilation_rate))
-    if x.dtype not in (tf.bfloat16, tf.float16) or max(args[0]) == 1 or not _dispatch._default_device_is_cpu():
+    fast_16_bit = max(args[0]) == 1 and max(kernel.shape[:-2]) <= 3
+    if x.dtype not in (tf.bfloat16, tf.float16) or fast_16_bit or not _dispatch._default_device_is_cpu():
         return _portable.depthwise_native(x, kernel, *args)
     # Read (auto-cast) variables here: the custom gradient must see tensors, not variables.
     return _float32_gradient(tf.convert_to_tensor(x), tf.convert_to_tensor(kernel), args)
