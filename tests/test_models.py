@@ -164,17 +164,17 @@ def test_separable_resnet_parameter_count_by_hand():
     def regular(cin, cout, kernel_size=5):  # convolution without bias, BN
         return kernel_size**2 * cin * cout + 4 * cout
 
-    def by_hand(layer, width, depth):
-        total = 27 * width + 4 * width  # the 3x3 stem and its BN
+    def by_hand(layer, channels, depth):
+        total = 27 * channels + 4 * channels  # the 3x3 stem and its BN
         for stage in range(3):
-            filters = width * 2**stage
-            total += layer(filters // 2, filters) if stage else 0  # the stride-2 layer that doubles the width
+            filters = channels * 2**stage
+            total += layer(filters // 2, filters) if stage else 0  # the stride-2 layer that doubles the channels
             total += depth * layer(filters, filters)
-        return total + 4 * width * 10 + 10
+        return total + 4 * channels * 10 + 10
 
     model = create_model("separable_resnet")
     assert model.count_params() == by_hand(block, 48, 3) == 210_202
-    assert by_hand(block, 56, 3) == 277_938  # `--model-arg channels=56`, the widest under 300k parameters
+    assert by_hand(block, 64, 2) == 254_218  # channels=64, depth=2: under 300k, every channel count a multiple of 32
     assert create_model("separable_resnet", channels=8, depth=2, conv="regular").count_params() == by_hand(regular, 8, 2)
     assert [layer.output.shape[1:] for layer in model.layers if layer.name.endswith("_add")][::3] == [
         (32, 32, 48), (16, 16, 96), (8, 8, 192)
@@ -185,7 +185,7 @@ def test_separable_resnet_parameter_count_by_hand():
         create_model("separable_resnet", channels=0)
 
 
-def keras_separable_resnet(width, depth, kernel_size):
+def keras_separable_resnet(channels, depth, kernel_size):
     """`separable_resnet` written with Keras' own layers, and those layers in the order ours hold weights."""
     order = []
 
@@ -197,20 +197,20 @@ def keras_separable_resnet(width, depth, kernel_size):
         return keras.layers.ReLU()(x) if activation else x
 
     inputs = keras.Input((32, 32, 3))
-    stem, stem_bn = keras.layers.Conv2D(width, 3, padding="same", use_bias=False), keras.layers.BatchNormalization()
+    stem, stem_bn = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False), keras.layers.BatchNormalization()
     order.extend([stem, stem_bn])
     x = keras.layers.ReLU()(stem_bn(stem(inputs)))
     for stage in range(3):
-        x = separable(x, width * 2**stage, strides=2) if stage else x
+        x = separable(x, channels * 2**stage, strides=2) if stage else x
         for _ in range(depth):
-            x = keras.layers.ReLU()(x + separable(x, width * 2**stage, activation=False))
+            x = keras.layers.ReLU()(x + separable(x, channels * 2**stage, activation=False))
     dense = keras.layers.Dense(10, activation="softmax")
     order.append(dense)
     return keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(x))), order
 
 
 def test_separable_resnet_computes_what_keras_layers_compute(rng):
-    theirs, order = keras_separable_resnet(width=8, depth=2, kernel_size=3)
+    theirs, order = keras_separable_resnet(channels=8, depth=2, kernel_size=3)
     for layer in order:
         layer.set_weights([rng.uniform(0.5, 1.5, size=w.shape) if len(w.shape) == 1 else
                            rng.normal(scale=0.5 / np.sqrt(np.prod(w.shape[:-1])), size=w.shape) for w in layer.weights])  # fmt: skip

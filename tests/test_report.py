@@ -10,7 +10,7 @@ import re
 import pytest
 from PIL import Image
 
-from sepconv.report import load_run, render_markdown, write_report
+from sepconv.report import load_run, plot_histories, render_markdown, save_figure, write_report
 from sepconv.report._plots import plot_accuracy_vs_params, plot_model_accuracy, plot_time_per_epoch
 
 COLUMNS = ("model", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_time_s", "images_per_s", "lr")
@@ -209,6 +209,35 @@ def test_scatter_and_bar_values(run_folder):
     assert points == [(1_186_378, 0.58), (174_821, 0.50)]
     figure, _ = plot_time_per_epoch(run)
     assert [round(p.get_height(), 6) for p in figure.axes[0].patches] == [21.0, 11.0]
+
+
+def test_histories_of_several_folders(run_folder, tmp_path):
+    """One line pair per (folder, model); an unfinished folder (history.csv only) plots too."""
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    rows = [COLUMNS, ("dsc_resnet9_half", 1, 1.5, 0.3, 1.6, 0.35, 60, 750, 0.1)]
+    rows.append(("dsc_resnet9_half", 2, 1.2, 0.5, 1.3, 0.55, 60, 750, 0.1))
+    with open(unfinished / "history.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    figure = plot_histories({"done": run_folder, "going": str(unfinished)})
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    assert sorted(lines) == ["done vgg train", "done vgg val", "done vgg_separable train", "done vgg_separable val",
+                             "going train", "going val"]  # fmt: skip
+    assert list(lines["going val"].get_xdata()) == [1, 2] and list(lines["going val"].get_ydata()) == [0.35, 0.55]
+    assert list(lines["done vgg_separable train"].get_ydata()) == [0.35, 0.48, 0.55]
+    assert lines["going train"].get_linestyle() == "--" and lines["going val"].get_linestyle() == "-"
+    path = save_figure(figure, str(tmp_path / "curves.png"))
+    assert Image.open(path).format == "PNG"
+    assert sorted(os.listdir(tmp_path)) == ["curves.png", "run", "unfinished"]  # no temporary left behind
+
+
+def test_histories_errors(run_folder, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"holds history\.csv; this one does not\. Received: folder="):
+        plot_histories({"empty": str(tmp_path / "none")})
+    with pytest.raises(ValueError, match=r"has no column val_top5\. Received: metric='top5'$"):
+        plot_histories({"done": run_folder}, metric="top5")
+    with pytest.raises(ValueError, match=r"^folders must name at least one run folder\. Received: folders=\{\}$"):
+        plot_histories({})
 
 
 def test_missing_run_files(tmp_path):

@@ -6,6 +6,9 @@ from sepconv.report import write_report
 write_report("runs/20250101-120000-vgg-vgg_separable")   # report.md, report.html, *.png
 ```
 
+`plot_histories({"base": "runs/a", "wider": "runs/b"})` overlays the accuracy by epoch of
+several run folders, finished or not; `save_figure(figure, "curves.png")` writes it.
+
 Everything is read from the run folder's config.json, results.json and history.csv, so a
 report can be rebuilt at any time.
 """
@@ -15,7 +18,7 @@ import os
 from sepconv.report._content import report_blocks
 from sepconv.report._html import render_html
 from sepconv.report._markdown import render_markdown
-from sepconv.report._plots import write_plots
+from sepconv.report._plots import plot_histories, save_figure, write_plots
 from sepconv._atomic import write_bytes
 from sepconv._run_folder import Run, load_run
 
@@ -31,4 +34,14 @@ def write_report(folder):
     return [os.path.join(folder, name) for name, _ in plots] + [os.path.join(folder, name) for name in outputs]
 
 
-__all__ = ["Run", "load_run", "render_html", "render_markdown", "report_blocks", "write_plots", "write_report"]
+__all__ = [
+    "Run",
+    "load_run",
+    "plot_histories",
+    "render_html",
+    "render_markdown",
+    "report_blocks",
+    "save_figure",
+    "write_plots",
+    "write_report",
+]

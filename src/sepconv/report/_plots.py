@@ -1,6 +1,7 @@
 """The report's figures, drawn with matplotlib's Agg canvas (no pyplot, no display needed).
 
-Each `plot_*` function takes a `Run` and returns `(figure, caption)`; `write_plots` saves them.
+Each `plot_*` function but `plot_histories` takes a `Run` and returns `(figure, caption)`;
+`write_plots` saves them. `plot_histories` overlays the histories of several run folders.
 """
 
 import io
@@ -11,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from sepconv._atomic import write_bytes
+from sepconv._run_folder import HISTORY, read_history
 
 _DPI = 110
 
@@ -41,14 +43,14 @@ def plot_model_accuracy(run, model):
     return figure, f"{model}: training and validation accuracy per epoch"
 
 
-def _train_val_curves(run, metric, title):
-    """Validation (solid) and training (dashed) `metric` of every model on one axis."""
+def _train_val_curves(histories, metric, title):
+    """Validation (solid) and training (dashed) `metric` of every history (label -> rows) on one axis."""
     figure, ax = _figure()
-    for index, model in enumerate(run.models):
-        rows, color = run.history[model], f"C{index}"
-        epochs = [r["epoch"] for r in rows]
-        ax.plot(epochs, [r[f"val_{metric}"] for r in rows], color=color, marker="o", label=f"{model} val")
-        ax.plot(epochs, [r[metric] for r in rows], color=color, linestyle="--", label=f"{model} train")
+    for index, (label, rows) in enumerate(histories.items()):
+        epochs, color = [r["epoch"] for r in rows], f"C{index}"
+        marker = "o" if len(epochs) <= 30 else None  # markers blur into a thick line over long runs
+        ax.plot(epochs, [r[f"val_{metric}"] for r in rows], color=color, marker=marker, label=f"{label} val")
+        ax.plot(epochs, [r[metric] for r in rows], color=color, linestyle="--", label=f"{label} train")
     ax.set_ylabel(metric)
     ax.set_title(title)
     ax.legend(fontsize="small")
@@ -56,16 +58,50 @@ def _train_val_curves(run, metric, title):
     return figure
 
 
+def _run_histories(run):
+    return {model: run.history[model] for model in run.models}
+
+
 def plot_accuracy_overlay(run):
     """Validation (solid) and training (dashed) accuracy of every model on one axis."""
-    figure = _train_val_curves(run, "accuracy", "all models: validation (solid) and training (dashed) accuracy")
-    return figure, "accuracy of all models per epoch"
+    title = "all models: validation (solid) and training (dashed) accuracy"
+    return _train_val_curves(_run_histories(run), "accuracy", title), "accuracy of all models per epoch"
 
 
 def plot_loss(run):
     """Validation (solid) and training (dashed) loss of every model."""
-    figure = _train_val_curves(run, "loss", "loss: validation (solid) and training (dashed)")
+    figure = _train_val_curves(_run_histories(run), "loss", "loss: validation (solid) and training (dashed)")
     return figure, "training and validation loss of all models per epoch"
+
+
+def plot_histories(folders, metric="accuracy", title=None):
+    """Validation (solid) and training (dashed) `metric` by epoch of several run folders; a Figure.
+
+    `folders` maps a label to a folder holding a history.csv: a run folder, finished or
+    not, or its small files copied under docs/results. A folder that trained several
+    models gives one line pair per model, labelled "label model". Save it with `save_figure`.
+    """
+    if not folders:
+        raise ValueError(f"folders must name at least one run folder. Received: folders={folders!r}")
+    histories = {}
+    for label, folder in folders.items():
+        path = os.path.join(folder, HISTORY)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"a run folder holds {HISTORY}; this one does not. Received: folder={folder!r}")
+        runs = read_history(path)
+        for model, rows in runs.items():
+            if f"val_{metric}" not in rows[0]:
+                raise ValueError(f"{path} has no column val_{metric}. Received: metric={metric!r}")
+            histories[label if len(runs) == 1 else f"{label} {model}"] = rows
+    return _train_val_curves(histories, metric, title or f"validation (solid) and training (dashed) {metric}")
+
+
+def save_figure(figure, path):
+    """Writes `figure` to `path` as PNG, atomically (a complete file or none)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    write_bytes(path, buffer.getvalue())
+    return path
 
 
 def plot_accuracy_vs_params(run):
@@ -109,9 +145,7 @@ def write_plots(run, folder):
 
     def add(name, function, *args):
         figure, caption = function(run, *args)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        write_bytes(os.path.join(folder, name), buffer.getvalue())
+        save_figure(figure, os.path.join(folder, name))
         plots.append((name, caption))
 
     for model in run.models:
