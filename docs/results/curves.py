@@ -1,6 +1,6 @@
 """Held-out and training accuracy by epoch of run folders, one line pair per folder.
 
-    python docs/results/trivial-augment/curves.py OUT.png LABEL=FOLDER [LABEL=FOLDER ...]
+    python docs/results/curves.py OUT.png LABEL=FOLDER [LABEL=FOLDER ...]
 
 Each FOLDER holds a run's `history.csv` (a run folder or its copy under docs/results). Solid lines are the
 held-out accuracy (`val_accuracy`), dashed ones the training accuracy on augmented images (`accuracy`).
