@@ -234,6 +234,10 @@ def test_histories_of_several_folders(run_folder, tmp_path):
 def test_histories_errors(run_folder, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"holds history\.csv; this one does not\. Received: folder="):
         plot_histories({"empty": str(tmp_path / "none")})
+    (tmp_path / "started").mkdir()
+    (tmp_path / "started" / "history.csv").write_text(",".join(COLUMNS) + "\n")
+    with pytest.raises(ValueError, match=r"history\.csv holds no finished epoch yet\. Received: folder=.*started'$"):
+        plot_histories({"started": str(tmp_path / "started")})
     with pytest.raises(ValueError, match=r"has no column val_top5\. Received: metric='top5'$"):
         plot_histories({"done": run_folder}, metric="top5")
     with pytest.raises(ValueError, match=r"^folders must name at least one run folder\. Received: folders=\{\}$"):

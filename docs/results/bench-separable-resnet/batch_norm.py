@@ -3,9 +3,9 @@
     python docs/results/bench-separable-resnet/batch_norm.py > docs/results/bench-separable-resnet/batch_norm.txt
 
 Forward and backward of `sepconv.layers.BatchNormalization` (on TensorFlow one FusedBatchNormV3 each
-way) on 128 maps of 32x32, under the float32 and mixed_bfloat16 policies, the shapes of `separable_resnet`'s first stage
-at `channels` 48, 56 and 64. Median ms [quartiles] of 7 calls after 2 warm-up calls, the calls of
-one row alternating.
+way) on 128 maps of 32x32, under the float32 and mixed_bfloat16 policies: the shapes of the first
+stage of `separable_resnet` at `channels` 48, 56 and 64. Median ms [quartiles] of 7 calls after 2
+warm-up calls, the calls of one row alternating.
 """
 
 import keras

@@ -89,6 +89,8 @@ def plot_histories(folders, metric="accuracy", title=None):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"a run folder holds {HISTORY}; this one does not. Received: folder={folder!r}")
         runs = read_history(path)
+        if not runs:
+            raise ValueError(f"{path} holds no finished epoch yet. Received: folder={folder!r}")
         for model, rows in runs.items():
             if f"val_{metric}" not in rows[0]:
                 raise ValueError(f"{path} has no column val_{metric}. Received: metric={metric!r}")
