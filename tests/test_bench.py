@@ -105,6 +105,20 @@ def test_model_bench_times_each_batch_norm_path(capsys):
     assert result["results"][0]["speedup_vs_first"] == 1.0 and result["results"][1]["images_per_s"] > 0
 
 
+def test_model_bench_builds_each_model_with_the_model_args(capsys):
+    argv = ["model", "separable_resnet", "dsc_resnet10", *TINY, "--mode", "inference", "--matmul-size", "16",
+            "--model-arg", "channels=8", "depth=1"]  # fmt: skip
+    assert main(["bench", *argv]) == 2  # dsc_resnet10 takes no `channels`: refused before anything compiles
+    err = capsys.readouterr().err
+    assert err.startswith("sepconv bench: error: ") and err.count("\n") == 1
+    assert "Model 'dsc_resnet10' takes no argument channels, depth;" in err
+    assert err.rstrip().endswith("Received: model_kwargs={'channels': 8, 'depth': 1}")
+    result = _run_json(capsys, *[a for a in argv if a != "dsc_resnet10"])
+    assert result["config"]["model_kwargs"] == {"channels": 8, "depth": 1}
+    # 5,298: tests/test_models.py counts this layout by hand (8 channels, one block a stage)
+    assert [(r["model"], r["params"]) for r in result["results"]] == [("separable_resnet", 5_298)]
+
+
 @pytest.mark.slow
 def test_fit_bench_times_epochs_next_to_steps(tmp_path, capsys, monkeypatch):
     from helpers import image_folder_archive

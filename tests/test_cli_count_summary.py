@@ -175,6 +175,24 @@ def test_summary_of_registry_models(capsys, name, params):
     assert result["not_counted"] == []
 
 
+def test_summary_builds_a_registry_model_with_the_model_args(capsys, saved_model):
+    registry()
+    code, out, _ = run(capsys, "summary", "separable_resnet", "--model-arg", "channels=8", "depth=1", "--json")
+    assert code == 0
+    assert json.loads(out)["totals"]["params"] == 5_298  # tests/test_models.py counts this layout by hand
+    path, _ = saved_model
+    for argv, message in [
+        (["separable_resnet", "--model-arg", "chanels=8"], "Did you mean channels? Received: --model-arg={'chanels': 8}"),
+        ([str(path), "--model-arg", "channels=8"], f"--model-arg builds a built-in model; MODEL is a file. "
+                                                   f"Received: MODEL={path}"),
+        (["separable_resnet", "--model-arg", "8"], "--model-arg must be KEY=VALUE with KEY a Python name. "
+                                                   "Received: --model-arg=8"),
+    ]:  # fmt: skip
+        code, out, err = run(capsys, "summary", *argv)
+        assert code == 2 and out == "" and err.count("\n") == 1
+        assert err.rstrip().endswith(message)
+
+
 def test_piped_output_keeps_long_lines_whole(capsys):
     """Logs and pipes get each message on one line, however long (paths make them long)."""
     from sepconv.cli import _args

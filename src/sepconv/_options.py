@@ -108,6 +108,23 @@ def parse_key_value(text, name):
     return key, _literal(value)
 
 
+def builder_arguments(reserved=()):
+    """A check for a dict of model-builder arguments (`--model-arg` gives (key, value) pairs);
+    the keys in `reserved` are the caller's to set."""
+
+    def check_builder_arguments(value, name):
+        if isinstance(value, (list, tuple)) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
+            value = dict(value)
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise TypeError(f"{name} must be a dict with string keys. Received: {name}={value!r}")
+        taken = [k for k in value if k in reserved]
+        if taken:
+            raise ValueError(f"{name} cannot set {', '.join(taken)}: the run sets it. Received: {name}={value!r}")
+        return value
+
+    return check_builder_arguments
+
+
 def spell_key_value(key, value):
     """The inverse of `parse_key_value`: text that parses back to (key, value)."""
     if isinstance(value, str) and _literal(value) == value:

@@ -52,6 +52,16 @@ class ModelBenchConfig(_timing.TimingOptions):
                                "(sepconv's), keras (Keras' composite)",
                                check=_validation.each(one_of(kernels.BATCH_NORM_IMPLEMENTATIONS)), nargs="+",
                                metavar="PATH")  # fmt: skip
+    model_kwargs: dict = option(default_factory=dict, help="arguments for every model's builder, e.g. channels=64 "
+                                "depth=2 (VALUE a Python literal, else text)",
+                                check=_options.builder_arguments(reserved=("dtype_policy",)),
+                                parse=_options.parse_key_value, nargs="+", metavar="KEY=VALUE",
+                                flag="--model-arg")  # fmt: skip
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in self.models:  # a misspelled argument fails here, before any model compiles
+            models.check_model_arguments(name, self.model_kwargs, argument="model_kwargs")
 
 
 def _batch(model, batch_size, rng):
@@ -66,7 +76,7 @@ def _label(name, batch_norm, config):
 
 
 def _prepare(name, batch_norm, config, rng):
-    model = models.create_model(name, dtype_policy=config.dtype_policy)
+    model = models.create_model(name, dtype_policy=config.dtype_policy, **config.model_kwargs)
     model.compile(optimizer=config.optimizer, loss="sparse_categorical_crossentropy")
     x, y = _batch(model, config.batch_size, rng)
     profile = analysis.profile_model(model, batch_size=1)

@@ -31,6 +31,13 @@ def add_parser(subparsers):
         metavar="N",
         help="samples per forward pass (default 1)",
     )
+    parser.add_argument(
+        "--model-arg",
+        nargs="+",
+        type=_args.value_type("--model-arg", _options.parse_key_value),
+        metavar="KEY=VALUE",
+        help="arguments for a built-in model's builder, e.g. channels=64 depth=2 (VALUE a Python literal, else text)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run)
     return parser
@@ -40,17 +47,21 @@ def _looks_like_path(text):
     return text.endswith(".keras") or os.sep in text or "/" in text or os.path.exists(text)
 
 
-def load_model(spec):
-    """A model from a `.keras` path or a built-in model name."""
+def load_model(spec, model_kwargs=None):
+    """A model from a `.keras` path, or a built-in model name built with `model_kwargs`."""
     if _looks_like_path(spec):
+        if model_kwargs:
+            raise ValueError(f"--model-arg builds a built-in model; MODEL is a file. Received: MODEL={spec}")
         return _args.load_model(spec, argument="MODEL")
-    from sepconv.models import check_model_name, create_model
+    from sepconv.models import check_model_arguments, check_model_name, create_model
 
-    return create_model(check_model_name(spec, argument="MODEL"))
+    name = check_model_name(spec, argument="MODEL")
+    return create_model(name, **check_model_arguments(name, model_kwargs or {}, argument="--model-arg"))
 
 
 def run(args):
-    model = load_model(args.model)
+    model_kwargs = _options.builder_arguments()(args.model_arg, "--model-arg") if args.model_arg else None
+    model = load_model(args.model, model_kwargs)
 
     from sepconv.analysis import profile_model, render_profile
 

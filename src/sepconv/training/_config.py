@@ -112,18 +112,7 @@ def _check_no_decay(value, name):
 
 # The run sets these from its data and dtype policy, so a builder argument cannot.
 _RUN_ARGUMENTS = ("input_shape", "num_classes", "dtype_policy")
-
-
-def _check_model_kwargs(value, name):
-    """A dict of builder arguments; also takes the (key, value) pairs `--model-arg` gives."""
-    if isinstance(value, (list, tuple)) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
-        value = dict(value)
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise TypeError(f"{name} must be a dict with string keys. Received: {name}={value!r}")
-    taken = [k for k in value if k in _RUN_ARGUMENTS]
-    if taken:
-        raise ValueError(f"{name} cannot set {', '.join(taken)}: the run sets it. Received: {name}={value!r}")
-    return value
+_check_model_kwargs = _options.builder_arguments(reserved=_RUN_ARGUMENTS)
 
 
 _positive = _validation.positive_int
