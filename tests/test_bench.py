@@ -7,10 +7,11 @@ import json
 import re
 
 import keras
+import numpy as np
 import pytest
 
 from sepconv import kernels
-from sepconv.bench import _layer, _timing
+from sepconv.bench import _compiled, _layer, _timing
 from sepconv.cli import main
 
 TINY = ["--batch-size", "2", "--repeats", "2", "--warmup", "1"]
@@ -188,6 +189,18 @@ def test_parse_shape():
     for bad in ("32x32", "0x4x4", "axbxc", "4x4x4:0"):
         with pytest.raises(ValueError, match="shape must be HxWxC"):
             _layer.parse_shape(bad)
+
+
+@pytest.mark.parametrize("training, expected", [(False, 1 / np.sqrt(1 + 1e-3)), (True, 0.0)])
+def test_forward_backward_runs_normalization_in_the_mode_asked(training, expected):
+    """A summed BatchNormalization output: in inference mode (moving mean 0, variance 1) each input adds
+    1/sqrt(1 + epsilon); with batch statistics the mean subtraction cancels every input's share."""
+    layer = keras.layers.BatchNormalization(epsilon=1e-3)
+    x = keras.ops.convert_to_tensor(np.random.default_rng(0).standard_normal((4, 3, 3, 2)).astype("float32"))
+    layer.build(x.shape)
+    dx, dgamma, dbeta = _compiled.forward_backward(layer, x, keras.ops.ones_like(x), training=training)()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(dx), np.full(x.shape, expected), atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(dbeta), [36.0, 36.0], rtol=1e-6)
 
 
 def test_measure_warms_up_then_times_each_call():

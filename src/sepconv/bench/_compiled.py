@@ -4,7 +4,8 @@ Compilation follows what `Model.fit` does by default (`jit_compile="auto"`):
 JAX: `jax.jit`; TensorFlow: `tf.function`, with XLA only when a GPU is
 present; PyTorch: eager. Forward calls run as inference (no autograd tape).
 Forward+backward computes the gradients with respect to the input and
-every trainable weight for a given output gradient `g`.
+every trainable weight for a given output gradient `g`, in inference mode
+unless `training=True` (batch statistics for normalization layers).
 """
 
 import keras
@@ -50,9 +51,10 @@ def forward(layer, x):
     return lambda: step(x)
 
 
-def forward_backward(layer, x, g):
-    """A zero-argument callable returning d(layer(x))/d(x, weights) applied to `g`."""
+def forward_backward(layer, x, g, training=False):
+    """A zero-argument callable returning d(layer(x, training))/d(x, weights) applied to `g`: [dx, *dweights]."""
     backend = keras.backend.backend()
+    mode = {"training": True} if training else {}  # `stateless_call` passes it on, so only to layers that take it
     if backend == "jax":
         import jax
 
@@ -60,8 +62,9 @@ def forward_backward(layer, x, g):
         non_trainable = [v.value for v in layer.non_trainable_variables]
 
         def gradients(t, n, x, g):
-            _, pullback = jax.vjp(lambda t, x: layer.stateless_call(t, n, x)[0], t, x)
-            return pullback(g)
+            _, pullback = jax.vjp(lambda t, x: layer.stateless_call(t, n, x, **mode)[0], t, x)
+            weight_gradients, x_gradient = pullback(g)
+            return [x_gradient, *weight_gradients]  # the order the other backends give
 
         step = compile_function(gradients)
         return lambda: step(trainable, non_trainable, x, g)
@@ -70,13 +73,13 @@ def forward_backward(layer, x, g):
 
         x = x.detach().requires_grad_(True)
         weights = [v.value for v in layer.trainable_variables]
-        return lambda: torch.autograd.grad(layer(x), [x, *weights], g)
+        return lambda: torch.autograd.grad(layer(x, **mode), [x, *weights], g)
     import tensorflow as tf
 
     def gradients(x, g):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y = layer(x)
+            y = layer(x, **mode)
         return tape.gradient(y, [x, *layer.trainable_variables], output_gradients=g)
 
     step = compile_function(gradients)

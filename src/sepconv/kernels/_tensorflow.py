@@ -102,7 +102,7 @@ def _float32_gradient(x, kernel, args, blocks):
         def gradient(upstream):
             wide = tf.cast(x, tf.float32), tf.cast(kernel, tf.float32)
             upstream = tf.cast(upstream, tf.float32)
-            if blocks:
+            if blocks:  # the input gradient alone: a tape would also run the slow kernel gradient
                 dx = tf.compat.v1.nn.depthwise_conv2d_native_backprop_input(
                     tf.shape(x), wide[1], upstream, [1, 1, 1, 1], args[1].upper()
                 )
