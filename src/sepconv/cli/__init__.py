@@ -9,16 +9,17 @@ code 2; `--debug` shows the traceback.
 
 import sys
 
-from sepconv.cli import _bench, _compare, _convert, _count, _export, _summary, _train
+from sepconv.cli import _bench, _compare, _convert, _count, _evaluate, _export, _summary, _train
 from sepconv.cli._args import Parser, UsageError
 
-COMMANDS = (_count, _summary, _train, _compare, _convert, _export, _bench)
+COMMANDS = (_count, _summary, _train, _compare, _evaluate, _convert, _export, _bench)
 
 
 def build_parser():
     parser = Parser(
         prog="sepconv",
-        description="Depthwise separable convolutions: count, summarize, train, compare, convert, export, benchmark.",
+        description="Depthwise separable convolutions: count, summarize, train, compare, evaluate, convert, export, "
+        "benchmark.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -10,12 +10,14 @@ run.models["vgg"]["best_val_accuracy"]
 
 A run folder holds config.json (config, data, backend, device, versions, git commit),
 history.csv, results.json, per-model checkpoints, report.md, report.html and plots;
-`resume(folder)` continues an interrupted run.
+`resume(folder)` continues an interrupted run; `evaluate_run(folder, split="test")` scores its
+saved models, with test-time augmentation, once training is over.
 """
 
 from sepconv.training._config import OPTIMIZERS, PRESETS, RECIPES, SCHEDULES, TrainConfig, make_config
 from sepconv.training._distribution import DistributionConfig, Placement
 from sepconv.training._distribution import start as start_distribution
+from sepconv.training._evaluate import evaluate_run
 from sepconv.training._experiment import DEFAULT_MODELS, RunResult, compare, resume, train
 from sepconv.losses import SparseCrossentropy
 
@@ -31,6 +33,7 @@ __all__ = [
     "SparseCrossentropy",
     "TrainConfig",
     "compare",
+    "evaluate_run",
     "make_config",
     "resume",
     "start_distribution",

@@ -80,7 +80,7 @@ def compare(model_names=DEFAULT_MODELS, config=None, *, out=None, quiet=False, d
     placement = start_distribution(distribution, config.batch_size)
     folder = layout.check_new_folder(out or layout.default_folder(names, now=placement.start_time()))
     placement.barrier("run folder checked")  # before process 0 writes into it
-    splits = _splits(config, data, quiet)
+    splits = run_splits(config, data, quiet)
     budgets = _budgets(folder, names, config, splits, placement, quiet)
     if placement.writer:
         os.makedirs(folder, exist_ok=True)
@@ -115,18 +115,22 @@ def resume(folder, *, quiet=False, data=None, report=True, distribution=None):
     config = TrainConfig.from_dict(record["config"])
     _check_distributed_options(config, distribution)
     placement = start_distribution(distribution, config.batch_size)
-    splits = _splits(config, data, quiet)
-    fingerprint = _describe(splits)["fingerprint"]
-    if fingerprint != record["data"]["fingerprint"]:
-        raise ValueError(
-            "the data differ from those the run started with (training or validation arrays); "
-            f"point data at the original copy ({record['data']['source']}). Received: resume={folder!r}"
-        )
+    splits = run_splits(config, data, quiet)
+    check_same_data(record, splits, f"resume={folder!r}")
     budgets = _budgets(folder, record["models"], config, splits, placement, quiet)
     if placement.writer:
         record["resumed"].append({**_provenance.environment(), "distribution": placement.to_dict(config.batch_size)})
         layout.write_json(record_path, record)
     return _train_all(folder, record["models"], config, splits, quiet, report, placement, budgets)
+
+
+def check_same_data(record, splits, received):
+    """Raises unless `splits` hold the training and validation arrays of the run `record` describes."""
+    if _describe(splits)["fingerprint"] != record["data"]["fingerprint"]:
+        raise ValueError(
+            "the data differ from those the run started with (training or validation arrays); "
+            f"point data at the original copy ({record['data']['source']}). Received: {received}"
+        )
 
 
 def _check_distributed_options(config, distribution):
@@ -205,7 +209,7 @@ def _train_all(folder, names, config, splits, quiet, report, placement, budgets)
     )
 
 
-def _splits(config, data, quiet):
+def run_splits(config, data, quiet):
     """The run's `Splits`: `config.train_size`, `config.validation`, capped at `config.val_size`."""
     from sepconv.data import Cifar10, load_cifar10, make_splits
 

@@ -1,0 +1,88 @@
+"""Scoring a run's saved models once training is over: the test set or the run's own validation images.
+
+A run that held out part of its training images picks its settings on them; the test set is then
+read once, at the end, by `evaluate_run(folder, split="test")`.
+"""
+
+import os
+
+import keras
+
+import sepconv.layers  # noqa: F401  (registers sepconv's layers for loading)
+from sepconv import _run_folder as layout
+from sepconv import _validation
+from sepconv._options import one_of
+from sepconv.data import Batches
+from sepconv.training._config import TrainConfig
+from sepconv.training._experiment import check_same_data, run_splits
+from sepconv.training._loop import tta_accuracy
+
+SPLITS = ("test", "validation")
+CHECKPOINTS = ("final", "best")
+_FILES = {"final": layout.FINAL, "best": layout.BEST}
+
+
+def view_names(tta_shift):
+    """The accuracies `evaluate_run` reports: the plain image, with its mirror, with shifted views too."""
+    return ["plain", "flip"] + ([f"flip+shift{tta_shift}"] if tta_shift else [])
+
+
+def evaluate_run(folder, *, split="test", checkpoint="final", tta_shift=1, data=None, batch_size=500, quiet=True):
+    """Accuracy of each model of the run in `folder`, plain and with test-time augmentation.
+
+    Args:
+        folder: a run folder (`sepconv train`/`compare`); each model's checkpoint must be there.
+        split: "test", the dataset's test images, all of them; or "validation", the images the
+            run validated on (its held-out training images, or its share of the test set), which
+            must be the same arrays as in the run (checked against its data fingerprint).
+        checkpoint: "final" (the last epoch's weights, or their average with weight EMA) or
+            "best" (the epoch with the best validation accuracy).
+        tta_shift: 0 scores the plain image and its mirror; N > 0 also the mirrors of the views
+            moved diagonally by N pixels (`sepconv.training._loop.tta_views`).
+        data: a `sepconv.data.Cifar10`, or None for the copy the run names (else `$SEPCONV_DATA`,
+            else keras.datasets).
+        batch_size: images per prediction batch.
+        quiet: no progress bar while the data decode.
+
+    Returns:
+        A dict: `split` (a description), `images`, `source`, `checkpoint`, `tta_shift` and
+        `models`, model name -> {view name: accuracy} (`view_names(tta_shift)`).
+    """
+    one_of(SPLITS)(split, "split")
+    one_of(CHECKPOINTS)(checkpoint, "checkpoint")
+    _validation.non_negative_int(tta_shift, "tta_shift")
+    _validation.positive_int(batch_size, "batch_size")
+    record_path = os.path.join(folder, layout.CONFIG)
+    if not os.path.isfile(record_path):
+        raise FileNotFoundError(f"folder must be a run folder holding {layout.CONFIG}. Received: folder={folder!r}")
+    record = layout.read_json(record_path)
+    paths = {name: os.path.join(folder, name, _FILES[checkpoint]) for name in record["models"]}
+    missing = [name for name, path in paths.items() if not os.path.isfile(path)]
+    if missing:
+        raise FileNotFoundError(
+            f"no {_FILES[checkpoint]} for {', '.join(missing)} (an unfinished run: finish it with `sepconv train "
+            f"--resume`{'' if checkpoint == 'best' else ', or score best.keras'}). Received: folder={folder!r}"
+        )
+    splits = run_splits(TrainConfig.from_dict(record["config"]), data, quiet)
+    if split == "validation":
+        check_same_data(record, splits, f"folder={folder!r}")
+        x, y, description = splits.x_val, splits.y_val, splits.validation
+    else:
+        x, y, description = splits.x_test, splits.y_test, "the dataset's test set"
+    batches = Batches(x, y, batch_size=batch_size, shuffle=False)
+    scores = {}
+    for name, path in paths.items():
+        model = keras.saving.load_model(path, compile=False)
+        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        plain = float(model.evaluate(batches, verbose=0, return_dict=True)["accuracy"])
+        views = [plain, tta_accuracy(model, batches)] + ([tta_accuracy(model, batches, tta_shift)] if tta_shift else [])
+        scores[name] = dict(zip(view_names(tta_shift), views, strict=True))
+    return {
+        "folder": folder,
+        "split": description,
+        "images": len(y),
+        "source": splits.source,
+        "checkpoint": _FILES[checkpoint],
+        "tta_shift": tta_shift,
+        "models": scores,
+    }
