@@ -113,11 +113,14 @@ def test_model_bench_builds_each_model_with_the_model_args(capsys):
     err = capsys.readouterr().err
     assert err.startswith("sepconv bench: error: ") and err.count("\n") == 1
     assert "Model 'dsc_resnet10' takes no argument channels, depth;" in err
-    assert err.rstrip().endswith("Received: model_kwargs={'channels': 8, 'depth': 1}")
+    assert err.rstrip().endswith("Received: --model-arg={'channels': 8, 'depth': 1}")
     result = _run_json(capsys, *[a for a in argv if a != "dsc_resnet10"])
     assert result["config"]["model_kwargs"] == {"channels": 8, "depth": 1}
     # 5,298: tests/test_models.py counts this layout by hand (8 channels, one block a stage)
     assert [(r["model"], r["params"]) for r in result["results"]] == [("separable_resnet", 5_298)]
+    assert main(["bench", *argv[:2], *argv[3:], "--model-arg", "dtype_policy=float32"]) == 2
+    assert capsys.readouterr().err.startswith("sepconv bench: error: --model-arg cannot set dtype_policy: "
+                                              "--dtype-policy sets it. Received: --model-arg=")  # fmt: skip
 
 
 @pytest.mark.slow

@@ -179,7 +179,12 @@ def test_summary_builds_a_registry_model_with_the_model_args(capsys, saved_model
     registry()
     code, out, _ = run(capsys, "summary", "separable_resnet", "--model-arg", "channels=8", "depth=1", "--json")
     assert code == 0
-    assert json.loads(out)["totals"]["params"] == 5_298  # tests/test_models.py counts this layout by hand
+    result = json.loads(out)
+    assert result["totals"]["params"] == 5_298  # tests/test_models.py counts this layout by hand
+    assert result["model_kwargs"] == {"channels": 8, "depth": 1}
+    code, out, _ = run(capsys, "summary", "separable_resnet", "--model-arg", "channels=8", "depth=1")
+    assert code == 0 and "Params: 5,298 (4,914 trainable, 384 non-trainable)" in out
+    assert out.rstrip().endswith("Built with channels=8, depth=1.")
     path, _ = saved_model
     for argv, message in [
         (["separable_resnet", "--model-arg", "chanels=8"], "Did you mean channels? Received: --model-arg={'chanels': 8}"),

@@ -50,7 +50,7 @@ def reference(model_path, x, y, shift):
     return {
         "plain": accuracy([(0, 0, False)]),
         "flip": accuracy([(0, 0, False), (0, 0, True)]),
-        f"flip+shift{shift}": accuracy([(r, c, m) for r, c in moves for m in (False, True)]),
+        f"flip+diag{shift}": accuracy([(r, c, m) for r, c in moves for m in (False, True)]),
     }
 
 
@@ -73,8 +73,8 @@ def test_evaluate_run_scores_the_asked_checkpoint_on_the_test_images(finished_ru
     assert result["models"] == {"vgg": pytest.approx(expected, abs=1e-6)}
     assert len(set(expected.values())) == 3  # the views disagree, so a view left out or doubled would show
     assert reference(str(copy / "vgg" / "final.keras"), data.x_test, data.y_test, shift=2) != expected
-    assert reference(str(copy / "vgg" / "best.keras"), data.x_test, data.y_test, shift=1)["flip+shift1"] != pytest.approx(
-        expected["flip+shift2"]
+    assert reference(str(copy / "vgg" / "best.keras"), data.x_test, data.y_test, shift=1)["flip+diag1"] != pytest.approx(
+        expected["flip+diag2"]
     )
     assert (result["split"], result["images"], result["checkpoint"]) == ("the dataset's test set", 60, "best.keras")
     assert result["source"].startswith("image-folder PNG copy at ")
@@ -100,12 +100,14 @@ def test_evaluate_run_errors_name_the_argument(finished_run, tmp_path):
     copy = shutil.copytree(folder, tmp_path / "unfinished")
     os.remove(copy / "vgg" / "final.keras")
     with pytest.raises(FileNotFoundError, match=r"^no final\.keras for vgg \(an unfinished run: finish it with "
-                                                r"`sepconv train --resume`, or score best\.keras\)\. Received: "):  # fmt: skip
+                                                r"`sepconv train --resume`, or score best\.keras: --checkpoint best\)\. "
+                                                r"Received: folder="):  # fmt: skip
         evaluate_run(str(copy), data=data)
     other = load_cifar10(image_folder_archive(tmp_path / "other.tar.gz", train_per_class=8), cache_dir=str(tmp_path))
     other = type(other)(other.x_train[::-1].copy(), other.y_train[::-1].copy(), data.x_test, data.y_test,
                         other.class_names, "reordered")  # fmt: skip
-    with pytest.raises(ValueError, match=r"^the data differ from those the run started with"):
+    with pytest.raises(ValueError, match=r"^the data differ from those the run started with .*Received: "
+                                         r"data='reordered'$"):  # fmt: skip
         evaluate_run(folder, split="validation", data=other)
     assert evaluate_run(folder, split="test", data=other)["images"] == 60  # the test set is not the run's to check
 
@@ -120,7 +122,10 @@ def test_cli_evaluate_prints_a_table_and_writes_json(finished_run, tmp_path, mon
     saved = json.loads(output.read_text())
     assert saved["models"] == {"vgg": pytest.approx(expected, abs=1e-6)}
     assert (saved["split"], saved["checkpoint"], saved["tta_shift"]) == ("the dataset's test set", "final.keras", 1)
-    assert "flip+shift1" in table and f"{expected['flip']:.4f}" in table
+    record = json.load(open(os.path.join(folder, "config.json")))
+    assert saved["fingerprint"] == record["data"]["fingerprint"] and saved["batch_size"] == 500
+    assert saved["environment"]["backend"] == keras.backend.backend() and "git" in saved["environment"]
+    assert "flip+diag1" in table and f"{expected['flip']:.4f}" in table
     assert "Images: the dataset's test set; image-folder PNG copy at" in table
     assert main(["evaluate", folder, "--data", archive, "--split", "validation", "--tta-shift", "0", "--json"]) == 0
     assert list(json.loads(capsys.readouterr().out)["models"]["vgg"]) == ["plain", "flip"]

@@ -174,6 +174,7 @@ def test_separable_resnet_parameter_count_by_hand():
 
     model = create_model("separable_resnet")
     assert model.count_params() == by_hand(block, 48, 3) == 210_202
+    assert by_hand(block, 8, 1) == 5_298  # the smallest variant other tests build
     assert by_hand(block, 64, 2) == 254_218  # channels=64, depth=2: under 300k, every channel count a multiple of 32
     assert create_model("separable_resnet", channels=8, depth=2, conv="regular").count_params() == by_hand(regular, 8, 2)
     assert [layer.output.shape[1:] for layer in model.layers if layer.name.endswith("_add")][::3] == [

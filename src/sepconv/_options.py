@@ -108,9 +108,9 @@ def parse_key_value(text, name):
     return key, _literal(value)
 
 
-def builder_arguments(reserved=()):
+def builder_arguments(reserved=(), setter="the run"):
     """A check for a dict of model-builder arguments (`--model-arg` gives (key, value) pairs);
-    the keys in `reserved` are the caller's to set."""
+    the keys in `reserved` are `setter`'s to set."""
 
     def check_builder_arguments(value, name):
         if isinstance(value, (list, tuple)) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
@@ -119,7 +119,7 @@ def builder_arguments(reserved=()):
             raise TypeError(f"{name} must be a dict with string keys. Received: {name}={value!r}")
         taken = [k for k in value if k in reserved]
         if taken:
-            raise ValueError(f"{name} cannot set {', '.join(taken)}: the run sets it. Received: {name}={value!r}")
+            raise ValueError(f"{name} cannot set {', '.join(taken)}: {setter} sets it. Received: {name}={value!r}")
         return value
 
     return check_builder_arguments

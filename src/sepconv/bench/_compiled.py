@@ -5,8 +5,11 @@ JAX: `jax.jit`; TensorFlow: `tf.function`, with XLA only when a GPU is
 present; PyTorch: eager. Forward calls run as inference (no autograd tape).
 Forward+backward computes the gradients with respect to the input and
 every trainable weight for a given output gradient `g`, in inference mode
-unless `training=True` (batch statistics for normalization layers).
+unless `training=True` (batch statistics for normalization layers; their
+moving averages are updated on TensorFlow and PyTorch, dropped on JAX).
 """
+
+import inspect
 
 import keras
 
@@ -54,7 +57,8 @@ def forward(layer, x):
 def forward_backward(layer, x, g, training=False):
     """A zero-argument callable returning d(layer(x, training))/d(x, weights) applied to `g`: [dx, *dweights]."""
     backend = keras.backend.backend()
-    mode = {"training": True} if training else {}  # `stateless_call` passes it on, so only to layers that take it
+    # JAX's `stateless_call` hands `training` to `call` as is, so only layers whose `call` takes it get it.
+    mode = {"training": True} if training and "training" in inspect.signature(layer.call).parameters else {}
     if backend == "jax":
         import jax
 

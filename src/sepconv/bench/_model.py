@@ -54,7 +54,7 @@ class ModelBenchConfig(_timing.TimingOptions):
                                metavar="PATH")  # fmt: skip
     model_kwargs: dict = option(default_factory=dict, help="arguments for every model's builder, e.g. channels=64 "
                                 "depth=2 (VALUE a Python literal, else text)",
-                                check=_options.builder_arguments(reserved=("dtype_policy",)),
+                                check=_options.builder_arguments(reserved=("dtype_policy",), setter="--dtype-policy"),
                                 parse=_options.parse_key_value, nargs="+", metavar="KEY=VALUE",
                                 flag="--model-arg")  # fmt: skip
 

@@ -88,7 +88,8 @@ def model_table(result):
     first = result["results"][0]["model"]
     table = Table(
         title=f"sepconv bench model: batch {config['batch_size']}, {config['dtype_policy']}, "
-        f"optimizer {config['optimizer']}, implementation {config['implementation']}",
+        f"optimizer {config['optimizer']}, implementation {config['implementation']}"
+        + "".join(f", {key}={value!r}" for key, value in config.get("model_kwargs", {}).items()),
         caption=escape("img/s: batch / median step time [from third / first quartile step time]."),
     )
     columns = (

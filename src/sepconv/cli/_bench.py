@@ -98,9 +98,14 @@ def run_layer(args):
 
 
 def run_model(args):
+    from sepconv.models import check_model_arguments, check_model_name
+
     options = _args.options_from_args(args, _model.ModelBenchConfig)
     if args.models:
         options["models"] = tuple(args.models)
+    names = options.get("models", _model.ModelBenchConfig.models)
+    for name in names if options.get("model_kwargs") else ():  # errors that name the flags
+        check_model_arguments(check_model_name(name, "MODEL"), options["model_kwargs"], argument="--model-arg")
     config = _model.ModelBenchConfig(**options)
     result = _model.run(config, progress=None if args.json else _progress)
     lines = [*_render.model_summary(result), _render.environment_line(result), _render.machine_line(result)]

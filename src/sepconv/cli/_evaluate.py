@@ -49,13 +49,11 @@ def add_parser(subparsers):
 def run(args):
     from rich.table import Table
 
-    from sepconv.data import load_cifar10
     from sepconv.training import evaluate_run
     from sepconv.training._evaluate import view_names
 
-    data = load_cifar10(args.data, progress=not args.json) if args.data else None
     result = evaluate_run(args.run, split=args.split, checkpoint=args.checkpoint, tta_shift=args.tta_shift,
-                          data=data, quiet=args.json)  # fmt: skip
+                          data=args.data, quiet=args.json)  # fmt: skip
     _args.emit_json(result, output=args.output, stdout=args.json)
     if args.json:
         return 0

@@ -67,7 +67,10 @@ def run(args):
 
     profile = profile_model(model, input_shape=args.input_shape, batch_size=args.batch_size)
     if args.json:
-        _args.emit_json(profile.to_dict())
+        _args.emit_json({**profile.to_dict(), **({"model_kwargs": model_kwargs} if model_kwargs else {})})
         return 0
-    _args.console().print(render_profile(profile))
+    console = _args.console()
+    console.print(render_profile(profile))
+    if model_kwargs:
+        console.print("Built with " + ", ".join(f"{k}={v!r}" for k, v in model_kwargs.items()) + ".", highlight=False)
     return 0

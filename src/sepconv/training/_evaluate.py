@@ -9,10 +9,10 @@ import os
 import keras
 
 import sepconv.layers  # noqa: F401  (registers sepconv's layers for loading)
+from sepconv import _provenance, _validation
 from sepconv import _run_folder as layout
-from sepconv import _validation
 from sepconv._options import one_of
-from sepconv.data import Batches
+from sepconv.data import Batches, load_cifar10
 from sepconv.training._config import TrainConfig
 from sepconv.training._experiment import check_same_data, run_splits
 from sepconv.training._loop import tta_accuracy
@@ -23,8 +23,8 @@ _FILES = {"final": layout.FINAL, "best": layout.BEST}
 
 
 def view_names(tta_shift):
-    """The accuracies `evaluate_run` reports: the plain image, with its mirror, with shifted views too."""
-    return ["plain", "flip"] + ([f"flip+shift{tta_shift}"] if tta_shift else [])
+    """The accuracies `evaluate_run` reports: the plain image, with its mirror, with diagonally shifted views too."""
+    return ["plain", "flip"] + ([f"flip+diag{tta_shift}"] if tta_shift else [])
 
 
 def evaluate_run(folder, *, split="test", checkpoint="final", tta_shift=1, data=None, batch_size=500, quiet=True):
@@ -39,19 +39,20 @@ def evaluate_run(folder, *, split="test", checkpoint="final", tta_shift=1, data=
             "best" (the epoch with the best validation accuracy).
         tta_shift: 0 scores the plain image and its mirror; N > 0 also the mirrors of the views
             moved diagonally by N pixels (`sepconv.training._loop.tta_views`).
-        data: a `sepconv.data.Cifar10`, or None for the copy the run names (else `$SEPCONV_DATA`,
-            else keras.datasets).
+        data: a `sepconv.data.Cifar10`, a path to a CIFAR-10 copy, or None for the copy the run
+            names (else `$SEPCONV_DATA`, else keras.datasets).
         batch_size: images per prediction batch.
         quiet: no progress bar while the data decode.
 
     Returns:
-        A dict: `split` (a description), `images`, `source`, `checkpoint`, `tta_shift` and
-        `models`, model name -> {view name: accuracy} (`view_names(tta_shift)`).
+        A dict: `folder`, `split` (a description), `images`, `source`, `fingerprint` (of the
+        run's data), `checkpoint`, `tta_shift`, `batch_size`, `models` (model name -> {view
+        name: accuracy}, `view_names(tta_shift)`) and `environment` (backend, versions, commit).
     """
-    one_of(SPLITS)(split, "split")
-    one_of(CHECKPOINTS)(checkpoint, "checkpoint")
-    _validation.non_negative_int(tta_shift, "tta_shift")
-    _validation.positive_int(batch_size, "batch_size")
+    split = one_of(SPLITS)(split, "split")
+    checkpoint = one_of(CHECKPOINTS)(checkpoint, "checkpoint")
+    tta_shift = _validation.non_negative_int(tta_shift, "tta_shift")
+    batch_size = _validation.positive_int(batch_size, "batch_size")
     record_path = os.path.join(folder, layout.CONFIG)
     if not os.path.isfile(record_path):
         raise FileNotFoundError(f"folder must be a run folder holding {layout.CONFIG}. Received: folder={folder!r}")
@@ -61,11 +62,14 @@ def evaluate_run(folder, *, split="test", checkpoint="final", tta_shift=1, data=
     if missing:
         raise FileNotFoundError(
             f"no {_FILES[checkpoint]} for {', '.join(missing)} (an unfinished run: finish it with `sepconv train "
-            f"--resume`{'' if checkpoint == 'best' else ', or score best.keras'}). Received: folder={folder!r}"
+            f"--resume`{'' if checkpoint == 'best' else ', or score best.keras: --checkpoint best'}). "
+            f"Received: folder={folder!r}"
         )
+    if isinstance(data, str):  # decoded only once the folder has passed its checks
+        data = load_cifar10(data, progress=not quiet)
     splits = run_splits(TrainConfig.from_dict(record["config"]), data, quiet)
     if split == "validation":
-        check_same_data(record, splits, f"folder={folder!r}")
+        check_same_data(record, splits, f"data={splits.source!r}")
         x, y, description = splits.x_val, splits.y_val, splits.validation
     else:
         x, y, description = splits.x_test, splits.y_test, "the dataset's test set"
@@ -82,7 +86,10 @@ def evaluate_run(folder, *, split="test", checkpoint="final", tta_shift=1, data=
         "split": description,
         "images": len(y),
         "source": splits.source,
+        "fingerprint": record["data"]["fingerprint"],
         "checkpoint": _FILES[checkpoint],
         "tta_shift": tta_shift,
+        "batch_size": batch_size,
         "models": scores,
+        "environment": _provenance.environment(),
     }
