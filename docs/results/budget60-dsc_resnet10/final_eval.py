@@ -1,5 +1,6 @@
 """Test accuracy of a finished run's final model, plain, with flip TTA and with the mirrors of
 1-pixel shifts (`--tta-shift 1`, chosen on a held-out split): no choice made on test.
+`sepconv evaluate RUN` computes the same three figures; this script is kept for the runs that used it.
 
     python final_eval.py runs/budget60-dsc_resnet10 > final-eval.json   # CIFAR-10: SEPCONV_DATA or keras.datasets
     python final_eval.py runs/budget60-dsc_resnet-bf16 dsc_resnet > final-eval.json   # another model's run
