@@ -131,6 +131,22 @@ def test_cli_evaluate_prints_a_table_and_writes_json(finished_run, tmp_path, mon
     assert list(json.loads(capsys.readouterr().out)["models"]["vgg"]) == ["plain", "flip"]
 
 
+def test_cli_evaluate_scores_a_keras_file_on_the_test_set(finished_run, tmp_path, monkeypatch, capsys):
+    folder, archive, data = finished_run
+    monkeypatch.setenv("SEPCONV_CACHE", str(tmp_path / "cache"))
+    path = os.path.join(folder, "vgg", "best.keras")
+    assert main(["evaluate", path, "--data", archive, "--tta-shift", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    expected = reference(path, data.x_test, data.y_test, shift=2)
+    assert result["models"] == {keras.saving.load_model(path).name: pytest.approx(expected, abs=1e-6)}
+    assert (result["model_file"], result["images"], result["split"]) == (path, 60, "the dataset's test set")
+    assert main(["evaluate", path, "--data", archive, "--split", "validation"]) == 2
+    assert capsys.readouterr().err == (
+        "sepconv evaluate: error: a .keras file is scored on the test set; --split validation and --checkpoint best "
+        f"need a run folder. Received: RUN={path}\n"
+    )
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -17,7 +17,7 @@ saved models, with test-time augmentation, once training is over.
 from sepconv.training._config import OPTIMIZERS, PRESETS, RECIPES, SCHEDULES, TrainConfig, make_config
 from sepconv.training._distribution import DistributionConfig, Placement
 from sepconv.training._distribution import start as start_distribution
-from sepconv.training._evaluate import evaluate_run
+from sepconv.training._evaluate import evaluate_model, evaluate_run
 from sepconv.training._experiment import DEFAULT_MODELS, RunResult, compare, resume, train
 from sepconv.losses import SparseCrossentropy
 
@@ -33,6 +33,7 @@ __all__ = [
     "SparseCrossentropy",
     "TrainConfig",
     "compare",
+    "evaluate_model",
     "evaluate_run",
     "make_config",
     "resume",

@@ -20,6 +20,7 @@ from sepconv.training._loop import tta_accuracy
 SPLITS = ("test", "validation")
 CHECKPOINTS = ("final", "best")
 _FILES = {"final": layout.FINAL, "best": layout.BEST}
+BATCH_SIZE = 500  # images per prediction batch: the views of 500 CIFAR-10 images fit in any memory here
 
 
 def view_names(tta_shift):
@@ -27,7 +28,19 @@ def view_names(tta_shift):
     return ["plain", "flip"] + ([f"flip+diag{tta_shift}"] if tta_shift else [])
 
 
-def evaluate_run(folder, *, split="test", checkpoint="final", tta_shift=1, data=None, batch_size=500, quiet=True):
+def evaluate_model(model, x, y, *, tta_shift=1, batch_size=BATCH_SIZE):
+    """{view name: accuracy} of a Keras classifier on uint8 images `x` with integer labels `y`,
+    standardized as training standardizes them (`sepconv.data.Batches`); views as in `evaluate_run`."""
+    tta_shift = _validation.non_negative_int(tta_shift, "tta_shift")
+    batches = Batches(x, y, batch_size=_validation.positive_int(batch_size, "batch_size"), shuffle=False)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    plain = float(model.evaluate(batches, verbose=0, return_dict=True)["accuracy"])
+    views = [plain, tta_accuracy(model, batches)] + ([tta_accuracy(model, batches, tta_shift)] if tta_shift else [])
+    return dict(zip(view_names(tta_shift), views, strict=True))
+
+
+def evaluate_run(folder, *, split="test", checkpoint="final", tta_shift=1, data=None, batch_size=BATCH_SIZE,
+                 quiet=True):  # fmt: skip
     """Accuracy of each model of the run in `folder`, plain and with test-time augmentation.
 
     Args:
@@ -73,14 +86,11 @@ def evaluate_run(folder, *, split="test", checkpoint="final", tta_shift=1, data=
         x, y, description = splits.x_val, splits.y_val, splits.validation
     else:
         x, y, description = splits.x_test, splits.y_test, "the dataset's test set"
-    batches = Batches(x, y, batch_size=batch_size, shuffle=False)
-    scores = {}
-    for name, path in paths.items():
-        model = keras.saving.load_model(path, compile=False)
-        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        plain = float(model.evaluate(batches, verbose=0, return_dict=True)["accuracy"])
-        views = [plain, tta_accuracy(model, batches)] + ([tta_accuracy(model, batches, tta_shift)] if tta_shift else [])
-        scores[name] = dict(zip(view_names(tta_shift), views, strict=True))
+    scores = {
+        name: evaluate_model(keras.saving.load_model(path, compile=False), x, y, tta_shift=tta_shift,
+                             batch_size=batch_size)  # fmt: skip
+        for name, path in paths.items()
+    }
     return {
         "folder": folder,
         "split": description,
